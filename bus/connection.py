@@ -1,0 +1,81 @@
+"""Connect to NATS with bounded waits and logged connection events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from bus.errors import PoolError
+from bus.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# A hung server (socket open, no answers) is noticed after about
+# PING_INTERVAL_S * MAX_OUTSTANDING_PINGS instead of nats-py's default of minutes.
+PING_INTERVAL_S = 5.0
+MAX_OUTSTANDING_PINGS = 2
+RECONNECT_WAIT_S = 0.5
+# nats-py counts this per server; -1 keeps a long-running process reconnecting
+# for as long as it lives, while each request keeps its own timeout.
+MAX_RECONNECT_ATTEMPTS = -1
+# Bytes that nats-py buffers while disconnected before publishes fail.
+PENDING_BUFFER_BYTES = 2 * 1024 * 1024
+
+
+async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
+    """Open a NATS connection, or raise `PoolError` within `request_timeout`.
+
+    nats-py retries the first connect to a refused port without end, whatever
+    `max_reconnect_attempts` says, so the whole attempt runs under a deadline.
+    """
+
+    async def on_error(exc: Exception) -> None:
+        logger.debug("nats connection error name=%s error=%r", name, exc)
+
+    async def on_disconnected() -> None:
+        logger.warning("nats disconnected name=%s", name)
+
+    async def on_reconnected() -> None:
+        logger.warning("nats reconnected name=%s url=%s", name, nc.connected_url)
+
+    callbacks = {
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+    }
+    callbacks.update(options)
+    nc = NATS()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                settings.nats_url,
+                name=name,
+                connect_timeout=settings.request_timeout,
+                ping_interval=PING_INTERVAL_S,
+                max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+                reconnect_time_wait=RECONNECT_WAIT_S,
+                max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS,
+                pending_size=PENDING_BUFFER_BYTES,
+                **callbacks,
+            ),
+            timeout=settings.request_timeout,
+        )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        await _close_quietly(nc)
+        raise PoolError(
+            f"could not connect to NATS at {settings.nats_url} within "
+            f"{settings.request_timeout} s ({exc!r}); start nats-server or set "
+            "SUPERPOOL_NATS_URL"
+        ) from None
+    return nc
+
+
+async def _close_quietly(nc: NATS) -> None:
+    try:
+        await nc.close()
+    except Exception:  # noqa: BLE001 - closing a half-open client may fail in many ways
+        logger.debug("closing a failed nats connection raised", exc_info=True)

@@ -1,0 +1,157 @@
+"""One settings object for every part of the pool.
+
+Each field can be set from the environment as `SUPERPOOL_<FIELD>` (upper case).
+Lists are separated by the platform's path separator (`:` on Linux), so
+`SUPERPOOL_WORKSPACE_ROOTS=/srv/a:/srv/b` names two roots.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bus.errors import ConfigError
+
+ENV_PREFIX = "SUPERPOOL_"
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Names, limits and timeouts shared by the client, the runners and the proxy."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    # Subjects are `<subject_prefix>.run.<task>` and `<subject_prefix>.result.<id>`.
+    subject_prefix: str = "pool"
+    runs_stream: str = "POOL_RUNS"
+    results_stream: str = "POOL_RESULTS"
+    consumer: str = "runners"
+    registry_bucket: str = "pool-registry"
+    service_name: str = "superpool"
+    # Stream replicas: 1 on one machine, 3 on a NATS cluster.
+    replicas: int = 1
+
+    # Fleet-wide ceiling of admitted but unfinished runs (3 slots x 3 runners).
+    max_inflight: int = 9
+    slots: int = 3
+    # Results stay readable on the results stream this long.
+    results_max_age_s: float = 24 * 3600
+    # Largest run request the stream accepts, in bytes.
+    max_request_bytes: int = 256 * 1024
+
+    # Bound for every single request to NATS (stream info, publish, KV get).
+    request_timeout: float = 2.0
+    # How long a queued run may wait for a runner to start it.
+    pickup_timeout: float = 5.0
+    # Extra wait past a run's own timeout for its result to arrive.
+    result_margin_s: float = 5.0
+    default_timeout_s: float = 300.0
+    max_timeout_s: float = 3600.0
+
+    # A runner heartbeats this often; its registry key expires after heartbeat_ttl_s.
+    heartbeat_interval_s: float = 1.0
+    heartbeat_ttl_s: int = 3
+    # Unacked messages come back after ack_wait_s; runners send in-progress
+    # acks every ack_wait_s / 3.
+    ack_wait_s: float = 15.0
+    max_deliver: int = 5
+    # Running runs get this long to finish when a runner stops.
+    drain_timeout_s: float = 30.0
+
+    # Roots under which caller_cwd and prompt_file must resolve. Empty means
+    # that caller mode and prompt files are rejected.
+    workspace_roots: tuple[str, ...] = ()
+    # Parent of the isolated per-run workspaces.
+    work_root: str = ""
+
+    # Model calls.
+    max_output_tokens: int = 4096
+    anthropic_base_url: str = ""
+    gemini_base_url: str = ""
+
+    # The MCP proxy's HTTP transport.
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = 8765
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "max_inflight", "slots", "max_deliver", "replicas")
+        _check_positive(self, "request_timeout", "pickup_timeout", "ack_wait_s")
+        _check_positive(self, "heartbeat_interval_s", "heartbeat_ttl_s")
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise ConfigError(
+                "heartbeat_ttl_s",
+                f"heartbeat_ttl_s ({self.heartbeat_ttl_s}) must be larger than "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}), or live "
+                "runners expire between two heartbeats",
+            )
+        for root in self.workspace_roots:
+            if not os.path.isabs(root):
+                raise ConfigError(
+                    "workspace_roots",
+                    f"workspace root {root!r} is relative; give an absolute path",
+                )
+
+    @property
+    def run_subjects(self) -> str:
+        return f"{self.subject_prefix}.run.>"
+
+    @property
+    def result_subjects(self) -> str:
+        return f"{self.subject_prefix}.result.>"
+
+    @property
+    def work_root_path(self) -> Path:
+        if self.work_root:
+            return Path(self.work_root)
+        return Path(tempfile.gettempdir()) / "superpool-work"
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with `changes` applied and validated again."""
+        return msgspec.structs.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `SUPERPOOL_*` variables, then apply `overrides`.
+
+        Raises:
+            ConfigError: a variable does not parse as its field's type.
+        """
+        environ = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            name = ENV_PREFIX + field.name.upper()
+            if name in environ:
+                raw[field.name] = _parse_env(field.name, field.type, environ[name])
+        raw.update({key: value for key, value in overrides.items() if value is not None})
+        try:
+            return msgspec.convert(raw, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError("settings", f"invalid setting: {exc}") from None
+
+
+def _parse_env(name: str, annotation: Any, text: str) -> Any:
+    if annotation is str:
+        return text
+    if annotation is bool:
+        return text.strip().lower() in {"1", "true", "yes", "on"}
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ConfigError(
+                name,
+                f"{ENV_PREFIX}{name.upper()}={text!r} is not a valid "
+                f"{annotation.__name__}",
+            ) from None
+    # tuple[str, ...]
+    return tuple(part for part in text.split(os.pathsep) if part)
+
+
+def _check_positive(settings: Settings, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if value <= 0:
+            raise ConfigError(name, f"{name} must be greater than 0, got {value}")

@@ -1,0 +1,62 @@
+"""Subjects, registry keys and the headers that travel with a run."""
+
+from __future__ import annotations
+
+import re
+
+from bus.errors import InvalidRequestError
+from bus.settings import Settings
+
+TASK_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+_TASK_RE = re.compile(TASK_PATTERN)
+_RUN_ID_RE = re.compile(RUN_ID_PATTERN)
+
+# The reply inbox travels in a header, because a stream does not keep a core
+# NATS reply subject.
+REPLY_HEADER = "Pool-Reply-To"
+MSG_ID_HEADER = "Nats-Msg-Id"
+EXPECTED_LAST_SEQ_HEADER = "Nats-Expected-Last-Sequence"
+
+RUNNER_KEY_PREFIX = "runner."
+RUN_KEY_PREFIX = "run."
+
+
+def check_task(task: str) -> str:
+    if not isinstance(task, str) or not _TASK_RE.match(task):
+        raise InvalidRequestError(
+            f"task {task!r} is invalid: use 1 to 64 letters, digits, '_' or '-'",
+            field="task",
+        )
+    return task
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise InvalidRequestError(
+            f"run_id {run_id!r} is invalid: use 1 to 128 letters, digits, '_' or '-'",
+            field="run_id",
+        )
+    return run_id
+
+
+def run_subject(settings: Settings, task: str) -> str:
+    return f"{settings.subject_prefix}.run.{check_task(task)}"
+
+
+def result_subject(settings: Settings, run_id: str) -> str:
+    return f"{settings.subject_prefix}.result.{check_run_id(run_id)}"
+
+
+def task_of_subject(settings: Settings, subject: str) -> str:
+    """Return the task label of a run subject, or "" when it has none."""
+    prefix = f"{settings.subject_prefix}.run."
+    return subject[len(prefix) :] if subject.startswith(prefix) else ""
+
+
+def runner_key(runner_id: str) -> str:
+    return RUNNER_KEY_PREFIX + runner_id
+
+
+def run_key(run_id: str) -> str:
+    return RUN_KEY_PREFIX + run_id
