@@ -37,7 +37,9 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         logger.debug("nats connection error name=%s error=%r", name, exc)
 
     async def on_disconnected() -> None:
-        logger.warning("nats disconnected name=%s", name)
+        # nats-py calls this on a deliberate close too, after marking it closed.
+        if not nc.is_closed:
+            logger.warning("nats disconnected name=%s", name)
 
     async def on_reconnected() -> None:
         logger.warning("nats reconnected name=%s url=%s", name, nc.connected_url)
@@ -77,5 +79,5 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
 async def _close_quietly(nc: NATS) -> None:
     try:
         await nc.close()
-    except Exception:  # noqa: BLE001 - closing a half-open client may fail in many ways
+    except Exception:
         logger.debug("closing a failed nats connection raised", exc_info=True)

@@ -98,7 +98,9 @@ def consumer_config(settings: Settings) -> api.ConsumerConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> api.StreamInfo:
+async def ensure_stream(
+    js: JetStreamContext, config: api.StreamConfig
+) -> api.StreamInfo:
     """Create the stream, or update it when it exists with another config."""
     assert config.name is not None
     try:

@@ -160,7 +160,9 @@ class EmbeddedServer:
                 f"nats-server did not become ready within {STARTUP_TIMEOUT_S} s; "
                 f"its last output:\n{tail}"
             )
-        logger.info("nats-server started url=%s pid=%s store=%s", self.url, self.pid, store)
+        logger.info(
+            "nats-server started url=%s pid=%s store=%s", self.url, self.pid, store
+        )
         return self.url
 
     def _read_output(self) -> None:
@@ -189,12 +191,18 @@ class EmbeddedServer:
             try:
                 process.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                logger.warning("nats-server ignored SIGTERM pid=%s; killing", process.pid)
+                logger.warning(
+                    "nats-server ignored SIGTERM pid=%s; killing", process.pid
+                )
                 process.kill()
                 process.wait()
         if self._reader is not None:
             self._reader.join(timeout=STOP_TIMEOUT_S)
-        logger.info("nats-server stopped pid=%s code=%s", process.pid, process.returncode)
+        if process.stderr is not None:
+            process.stderr.close()
+        logger.info(
+            "nats-server stopped pid=%s code=%s", process.pid, process.returncode
+        )
 
     def kill(self) -> None:
         """Kill the server at once with SIGKILL, as a crash would."""

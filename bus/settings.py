@@ -67,6 +67,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Parent of the isolated per-run workspaces.
     work_root: str = ""
 
+    # Largest prompt_file a run may read, in bytes.
+    max_prompt_file_bytes: int = 1024 * 1024
+
     # Model calls.
     max_output_tokens: int = 4096
     anthropic_base_url: str = ""
@@ -113,7 +116,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return msgspec.structs.replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
         """Build settings from `SUPERPOOL_*` variables, then apply `overrides`.
 
         Raises:
@@ -125,7 +130,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             name = ENV_PREFIX + field.name.upper()
             if name in environ:
                 raw[field.name] = _parse_env(field.name, field.type, environ[name])
-        raw.update({key: value for key, value in overrides.items() if value is not None})
+        raw.update(
+            {key: value for key, value in overrides.items() if value is not None}
+        )
         try:
             return msgspec.convert(raw, cls)
         except msgspec.ValidationError as exc:

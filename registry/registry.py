@@ -72,6 +72,8 @@ class Claim:
     outcome: Literal["claimed", "final", "withdrawn", "owned"]
     record: RunRecord
     revision: int = 0
+    # The record of the runner that held the run before a takeover.
+    previous: RunRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ class PoolStatus:
 class RunRegistry:
     """Reads and writes the pool's registry bucket."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, kv: KeyValue, settings: Settings):
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, kv: KeyValue, settings: Settings
+    ):
         self._nc = nc
         self._js = js
         self._kv = kv
@@ -116,7 +120,7 @@ class RunRegistry:
     # Runners
 
     async def heartbeat(self, state: RunnerState) -> None:
-        """Write a runner's state; the key expires `heartbeat_ttl_s` after the last write."""
+        """Write a runner's state, which expires `heartbeat_ttl_s` after this write."""
         await self._js.publish(
             self._subject(runner_key(state.runner_id)),
             encode(state),
@@ -198,12 +202,14 @@ class RunRegistry:
                 current.runner_id,
                 record.attempt,
             )
-            return Claim("claimed", record, revision)
+            return Claim("claimed", record, revision, previous=current)
         entry = await self._entry(key)
         current = entry[0] if entry else record
         return Claim("owned", current, entry[1] if entry else 0)
 
-    async def finish(self, run_id: str, runner_id: str, revision: int, result: RunResult) -> int:
+    async def finish(
+        self, run_id: str, runner_id: str, revision: int, result: RunResult
+    ) -> int:
         """Store the final result under the lease `revision`.
 
         Raises:
@@ -229,7 +235,7 @@ class RunRegistry:
             raise LeaseLostError(run_id, runner_id) from None
 
     async def finish_unclaimed(self, result: RunResult) -> bool:
-        """Store a final result for a run that nobody claimed, such as an invalid request.
+        """Store the final result of a run nobody claimed, such as an invalid request.
 
         Returns False when a record exists already.
         """
@@ -310,7 +316,10 @@ class RunRegistry:
 
         sub = await self._nc.subscribe(inbox, cb=on_message)
         try:
-            request = {"multi_last": [self._subject(key_filter)], "batch": MAX_BATCH_KEYS}
+            request = {
+                "multi_last": [self._subject(key_filter)],
+                "batch": MAX_BATCH_KEYS,
+            }
             await self._nc.publish(
                 f"$JS.API.DIRECT.GET.{self._stream}", encode(request), reply=inbox
             )

@@ -56,13 +56,19 @@ def check_path(
             outside every root.
     """
     if not isinstance(path, str) or not path:
-        raise PathRejectedError(str(path), f"{field} is empty; give an absolute path", field=field)
+        raise PathRejectedError(
+            str(path), f"{field} is empty; give an absolute path", field=field
+        )
     if "\x00" in path:
-        raise PathRejectedError(path, f"{field} {path!r} contains a NUL byte", field=field)
+        raise PathRejectedError(
+            path, f"{field} {path!r} contains a NUL byte", field=field
+        )
     if not os.path.isabs(path):
         if base is None:
             raise PathRejectedError(
-                path, f"{field} {path!r} is relative; give an absolute path", field=field
+                path,
+                f"{field} {path!r} is relative; give an absolute path",
+                field=field,
             )
         path_to_resolve = os.path.join(base, path)
     else:
@@ -78,7 +84,9 @@ def check_path(
     try:
         resolved = Path(os.path.realpath(path_to_resolve, strict=True))
     except OSError:
-        raise PathRejectedError(path, f"{field} {path!r} does not exist", field=field) from None
+        raise PathRejectedError(
+            path, f"{field} {path!r} does not exist", field=field
+        ) from None
     if not any(is_within(resolved, root) for root in resolved_roots):
         shown = [str(root) for root in resolved_roots]
         raise PathRejectedError(
@@ -87,9 +95,13 @@ def check_path(
             field=field,
         )
     if expect == "dir" and not resolved.is_dir():
-        raise PathRejectedError(path, f"{field} {path!r} is not a directory", field=field)
+        raise PathRejectedError(
+            path, f"{field} {path!r} is not a directory", field=field
+        )
     if expect == "file" and not resolved.is_file():
-        raise PathRejectedError(path, f"{field} {path!r} is not a regular file", field=field)
+        raise PathRejectedError(
+            path, f"{field} {path!r} is not a regular file", field=field
+        )
     return resolved
 
 
@@ -105,5 +117,7 @@ def check_request_paths(
         cwd = check_path(caller_cwd, roots, field="caller_cwd", expect="dir")
     prompt = None
     if prompt_file is not None:
-        prompt = check_path(prompt_file, roots, field="prompt_file", base=cwd, expect="file")
+        prompt = check_path(
+            prompt_file, roots, field="prompt_file", base=cwd, expect="file"
+        )
     return cwd, prompt

@@ -30,7 +30,9 @@ class EchoAdapter:
             await run.progress(f"echo waiting {delay:g} s")
             await asyncio.sleep(delay)
         if fail:
-            raise AdapterError(self.name, "echo adapter failed on request (model_hint 'fail')")
+            raise AdapterError(
+                self.name, "echo adapter failed on request (model_hint 'fail')"
+            )
         words = len(run.prompt.split())
         return AdapterOutput(
             output=f"echo (no model was called): {run.prompt}",

@@ -1,0 +1,511 @@
+"""PoolClient: submit a run and wait for its result, with every wait bounded.
+
+`run()` never raises for a pool condition. It returns a `RunResult` whose
+status tells the caller what to do:
+
+    POOL_BUSY         every live slot is taken and nothing was queued
+    POOL_UNREACHABLE  NATS, the stream or every runner failed to answer in time
+    INVALID_REQUEST   the request broke a rule
+    RUN_TIMEOUT       no result within the run's timeout; read it later by run_id
+
+Admission is exact across any number of clients: the client reads the work
+queue's message count and last sequence, and publishes with
+`Nats-Expected-Last-Sequence` only while the count is below the live
+capacity, so a publish that raced another one fails and is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from nats.js.kv import KeyValue
+
+from bus.connection import connect
+from bus.errors import InvalidRequestError, PoolError
+from bus.provision import KV_STREAM_PREFIX
+from bus.settings import Settings
+from bus.subjects import (
+    EXPECTED_LAST_SEQ_HEADER,
+    MSG_ID_HEADER,
+    REPLY_HEADER,
+    result_subject,
+    run_subject,
+)
+from bus.wire import (
+    RunError,
+    RunEvent,
+    RunRequest,
+    RunResult,
+    Status,
+    decode_event,
+    decode_result,
+    encode,
+    now,
+)
+from registry.registry import PoolStatus, RunRegistry
+from runner.sanitizer import check_request_paths
+
+logger = logging.getLogger(__name__)
+
+EventCallback = Callable[[RunEvent], Awaitable[None]]
+
+# A publish that lost the race for the stream's last sequence reads the
+# stream again; past this many losses the pool is contended enough to be busy.
+ADMISSION_ATTEMPTS = 25
+# First wait suggested to a caller that got POOL_BUSY.
+BUSY_RETRY_AFTER_S = 0.5
+# Time between connection attempts when NATS was down at start.
+CONNECT_RETRY_S = 1.0
+# JetStream error codes (nats-server).
+ERR_MAX_MSGS = 10077
+ERR_WRONG_LAST_SEQUENCE = 10071
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Waiter:
+    """The events of one run, as they arrive on the client's inbox."""
+
+    def __init__(self, on_event: EventCallback | None) -> None:
+        self.queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        self.on_event = on_event
+
+
+class PoolClient:
+    """Submit runs to the pool and wait for their results.
+
+        async with PoolClient(settings) as client:
+            result = await client.run("summarize", prompt_text="...", adapter="echo")
+
+    The client can be shared by many concurrent `run()` calls. When NATS is
+    down at start, the client keeps trying to connect in the background and
+    `run()` returns POOL_UNREACHABLE meanwhile.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        name: str = "superpool-client",
+        caller: str = "",
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.name = name
+        self.caller = caller
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._registry: RunRegistry | None = None
+        self._inbox_prefix = ""
+        self._waiters: dict[str, _Waiter] = {}
+        self._connect_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> PoolClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def registry(self) -> RunRegistry:
+        if self._registry is None:
+            raise PoolError(f"not connected to NATS at {self.settings.nats_url}")
+        return self._registry
+
+    async def connect(self) -> None:
+        """Connect to NATS; on failure keep trying in the background."""
+        try:
+            await self._open()
+        except PoolError as exc:
+            logger.warning("pool client not connected name=%s error=%s", self.name, exc)
+            self._connect_task = asyncio.create_task(self._keep_connecting())
+
+    async def _open(self) -> None:
+        nc = await connect(self.settings, name=self.name)
+        js = nc.jetstream(timeout=self.settings.request_timeout)
+        bucket = self.settings.registry_bucket
+        # Bound without a round trip, so a client opened before the bucket
+        # exists still works once it is provisioned.
+        kv = KeyValue(
+            name=bucket,
+            stream=KV_STREAM_PREFIX + bucket,
+            pre=f"$KV.{bucket}.",
+            js=js,
+            direct=True,
+        )
+        self._inbox_prefix = nc.new_inbox()
+        await nc.subscribe(self._inbox_prefix + ".*", cb=self._on_event)
+        self._nc, self._js = nc, js
+        self._registry = RunRegistry(nc, js, kv, self.settings)
+
+    async def _keep_connecting(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(CONNECT_RETRY_S)
+            try:
+                await self._open()
+            except PoolError:
+                continue
+            logger.info(
+                "pool client connected name=%s url=%s",
+                self.name,
+                self.settings.nats_url,
+            )
+            return
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            await asyncio.gather(self._connect_task, return_exceptions=True)
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+        self._nc = None
+
+    async def _on_event(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data)
+        except msgspec.DecodeError:
+            logger.warning("unreadable event on inbox subject=%s", msg.subject)
+            return
+        waiter = self._waiters.get(event.run_id)
+        if waiter is not None:
+            waiter.queue.put_nowait(event)
+
+    # Submitting
+
+    async def run(
+        self,
+        task: str,
+        *,
+        prompt_text: str | None = None,
+        prompt_file: str | None = None,
+        adapter: str = "claude",
+        cwd_mode: str = "isolated",
+        caller_cwd: str | None = None,
+        model_hint: str | None = None,
+        timeout_s: float | None = None,
+        run_id: str | None = None,
+        caller: str | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunResult:
+        """Run one task on the pool and return its result.
+
+        A run_id given again within the stream's duplicate window is not run
+        twice: the call waits for, or returns, the first run's result.
+        """
+        run_id = run_id or new_run_id()
+        try:
+            request = self._build_request(
+                run_id=run_id,
+                task=task,
+                prompt_text=prompt_text,
+                prompt_file=prompt_file,
+                adapter=adapter,
+                cwd_mode=cwd_mode,
+                caller_cwd=caller_cwd,
+                model_hint=model_hint,
+                timeout_s=timeout_s,
+                caller=self.caller if caller is None else caller,
+            )
+        except InvalidRequestError as exc:
+            return _local_result(run_id, task, Status.INVALID_REQUEST, str(exc))
+        if not self.connected:
+            return _unreachable(
+                request, f"no connection to NATS at {self.settings.nats_url}"
+            )
+        waiter = _Waiter(on_event)
+        self._waiters[run_id] = waiter
+        try:
+            return await self._submit_and_wait(request, waiter)
+        finally:
+            self._waiters.pop(run_id, None)
+
+    def _build_request(self, **fields: Any) -> RunRequest:
+        settings = self.settings
+        if fields["timeout_s"] is None:
+            fields["timeout_s"] = settings.default_timeout_s
+        if fields["timeout_s"] > settings.max_timeout_s:
+            raise InvalidRequestError(
+                f"timeout_s {fields['timeout_s']:g} is above the pool's maximum of "
+                f"{settings.max_timeout_s:g} s",
+                field="timeout_s",
+            )
+        fields["submitted_at"] = now()
+        try:
+            request = msgspec.convert(
+                {key: value for key, value in fields.items() if value is not None},
+                RunRequest,
+            )
+        except msgspec.ValidationError as exc:
+            raise InvalidRequestError(f"invalid run request: {exc}") from None
+        check_request_paths(
+            settings.workspace_roots, request.caller_cwd, request.prompt_file
+        )
+        size = len(encode(request))
+        if size > settings.max_request_bytes:
+            raise InvalidRequestError(
+                f"run request is {size} bytes, above the limit of "
+                f"{settings.max_request_bytes} bytes; send a prompt_file instead "
+                "of a long prompt_text",
+                field="prompt_text",
+            )
+        return request
+
+    async def _submit_and_wait(self, request: RunRequest, waiter: _Waiter) -> RunResult:
+        admitted = await self._admit(request)
+        if isinstance(admitted, RunResult):
+            return admitted
+        if admitted.duplicate:
+            # The same run_id was submitted before: answer for that run.
+            earlier = await self._earlier_result(request)
+            if earlier is not None:
+                return earlier
+        started = await self._wait_started(request, waiter, admitted.seq)
+        if isinstance(started, RunResult):
+            return started
+        timeout = (request.timeout_s or self.settings.default_timeout_s) + (
+            self.settings.result_margin_s
+        )
+        return await self._wait_result(request, waiter, timeout)
+
+    async def _admit(self, request: RunRequest) -> PubAck | RunResult:
+        """Publish the request if a live slot is free; else return why not."""
+        assert self._js is not None
+        try:
+            capacity = await self.registry.live_capacity()
+        except (PoolError, TimeoutError) as exc:
+            return _unreachable(request, f"the registry did not answer: {exc}")
+        if capacity == 0:
+            return _unreachable(request, "no runner with a fresh heartbeat")
+        subject = run_subject(self.settings, request.task)
+        data = encode(request)
+        for _ in range(ADMISSION_ATTEMPTS):
+            try:
+                info = await self._js.stream_info(self.settings.runs_stream)
+            except NotFoundError:
+                return _unreachable(
+                    request,
+                    f"stream {self.settings.runs_stream} does not exist; run "
+                    "'superpool provision'",
+                )
+            except TimeoutError:
+                return _unreachable(request, "the runs stream did not answer")
+            if info.state.messages >= capacity:
+                return _busy(request, capacity)
+            headers = {
+                MSG_ID_HEADER: request.run_id,
+                EXPECTED_LAST_SEQ_HEADER: str(info.state.last_seq),
+                REPLY_HEADER: f"{self._inbox_prefix}.{request.run_id}",
+            }
+            try:
+                return await self._js.publish(subject, data, headers=headers)
+            except APIError as exc:
+                if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
+                    continue
+                if exc.err_code == ERR_MAX_MSGS:
+                    return _busy(request, capacity)
+                return _unreachable(request, f"the runs stream rejected the run: {exc}")
+            except NoStreamResponseError:
+                return _unreachable(request, f"no stream listens on {subject}")
+            except TimeoutError:
+                # The publish may still be stored once the server answers again;
+                # the withdrawn record makes a runner drop it unrun.
+                await self._withdraw_quietly(request)
+                return _unreachable(request, "publishing the run timed out")
+        return _busy(request, capacity)
+
+    async def _earlier_result(self, request: RunRequest) -> RunResult | None:
+        try:
+            return await self.result(request.run_id)
+        except PoolError:
+            return None
+
+    async def _wait_started(
+        self, request: RunRequest, waiter: _Waiter, stream_seq: int
+    ) -> RunResult | None:
+        """Wait for a runner to start the run; withdraw it when none does in time."""
+        deadline = time.monotonic() + self.settings.pickup_timeout
+        while True:
+            event = await _next_event(waiter, deadline)
+            if event is None:
+                return await self._withdraw_after_pickup_timeout(request, stream_seq)
+            await _relay(waiter, event)
+            if event.kind == "result" and event.result is not None:
+                return event.result
+            if event.kind == "started":
+                return None
+
+    async def _withdraw_after_pickup_timeout(
+        self, request: RunRequest, stream_seq: int
+    ) -> RunResult | None:
+        try:
+            withdrawn = await self.registry.withdraw(
+                request.run_id, task=request.task, caller=request.caller
+            )
+        except (PoolError, TimeoutError) as exc:
+            return _unreachable(request, f"the registry did not answer: {exc}")
+        if not withdrawn:
+            # A runner claimed the run first (its "started" event may be
+            # late or lost), so keep waiting for the result.
+            return None
+        await self._delete_request_message(stream_seq)
+        try:
+            capacity = await self.registry.live_capacity()
+        except (PoolError, TimeoutError):
+            capacity = 0
+        if capacity:
+            return _busy(
+                request,
+                capacity,
+                f"no runner started the run within {self.settings.pickup_timeout:g} s",
+            )
+        return _unreachable(request, "no runner with a fresh heartbeat took the run")
+
+    async def _wait_result(
+        self, request: RunRequest, waiter: _Waiter, wait_s: float
+    ) -> RunResult:
+        deadline = time.monotonic() + wait_s
+        while True:
+            event = await _next_event(waiter, deadline)
+            if event is None:
+                break
+            await _relay(waiter, event)
+            if event.kind == "result" and event.result is not None:
+                return event.result
+        # The inbox is core NATS, so a result event can be lost in a
+        # reconnect; the results stream keeps every result.
+        stored = await self.result(request.run_id)
+        if stored is not None:
+            return stored
+        return RunResult(
+            run_id=request.run_id,
+            status=Status.RUN_TIMEOUT,
+            task=request.task,
+            adapter=request.adapter,
+            caller=request.caller,
+            error=RunError(
+                code=Status.RUN_TIMEOUT,
+                message=(
+                    f"no result within {wait_s:g} s; the run may still finish: read "
+                    f"it later with 'superpool result {request.run_id}'"
+                ),
+            ),
+        )
+
+    async def _withdraw_quietly(self, request: RunRequest) -> None:
+        try:
+            await self.registry.withdraw(request.run_id, task=request.task)
+        except (PoolError, TimeoutError, APIError):
+            logger.warning("could not withdraw run run_id=%s", request.run_id)
+
+    async def _delete_request_message(self, stream_seq: int) -> None:
+        """Remove a withdrawn run's message, so that it frees its place at once."""
+        assert self._js is not None
+        try:
+            await self._js.delete_msg(self.settings.runs_stream, stream_seq)
+        except (NotFoundError, APIError, TimeoutError):
+            # A withdrawn run that stays in the stream is dropped by the
+            # runner that receives it, because it sees the withdrawn record.
+            logger.debug("withdrawn run message not deleted seq=%d", stream_seq)
+
+    # Reading
+
+    async def result(self, run_id: str) -> RunResult | None:
+        """Return a finished run's result, or None while it has none."""
+        if not self.connected or self._js is None:
+            raise PoolError(f"not connected to NATS at {self.settings.nats_url}")
+        try:
+            message = await self._js.get_last_msg(
+                self.settings.results_stream,
+                result_subject(self.settings, run_id),
+                direct=True,
+            )
+        except NotFoundError:
+            message = None
+        except TimeoutError as exc:
+            raise PoolError(f"the results stream did not answer: {exc!r}") from None
+        if message is not None and message.data:
+            return decode_result(message.data)
+        record = await self.registry.get_run(run_id)
+        return record.result if record is not None else None
+
+    async def status(self) -> PoolStatus:
+        return await self.registry.status()
+
+
+async def _next_event(waiter: _Waiter, deadline: float) -> RunEvent | None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return None
+    try:
+        return await asyncio.wait_for(waiter.queue.get(), remaining)
+    except TimeoutError:
+        return None
+
+
+async def _relay(waiter: _Waiter, event: RunEvent) -> None:
+    if waiter.on_event is None:
+        return
+    try:
+        await waiter.on_event(event)
+    except Exception:
+        logger.exception("event callback failed run_id=%s", event.run_id)
+
+
+def _local_result(run_id: str, task: str, status: Status, message: str) -> RunResult:
+    return RunResult(
+        run_id=run_id,
+        status=status,
+        task=task if isinstance(task, str) else "",
+        error=RunError(code=status, message=message),
+    )
+
+
+def _unreachable(request: RunRequest, reason: str) -> RunResult:
+    return RunResult(
+        run_id=request.run_id,
+        status=Status.POOL_UNREACHABLE,
+        task=request.task,
+        adapter=request.adapter,
+        caller=request.caller,
+        error=RunError(
+            code=Status.POOL_UNREACHABLE,
+            message=f"the pool did not answer: {reason}; escalate or run the task "
+            "inline instead of retrying at once",
+        ),
+    )
+
+
+def _busy(request: RunRequest, capacity: int, reason: str = "") -> RunResult:
+    why = reason or f"all {capacity} live slots are busy"
+    return RunResult(
+        run_id=request.run_id,
+        status=Status.POOL_BUSY,
+        task=request.task,
+        adapter=request.adapter,
+        caller=request.caller,
+        retry_after_s=BUSY_RETRY_AFTER_S,
+        error=RunError(
+            code=Status.POOL_BUSY,
+            message=f"{why}; nothing was queued. Retry with exponential backoff "
+            "and jitter",
+        ),
+    )

@@ -1,0 +1,393 @@
+"""One delivered message, from claim to acked result.
+
+The order of the last steps matters. The result is written to the run record
+under the lease first, so a runner that lost its lease stops there and
+neither acks nor answers. The ack comes next, so the slot is free before the
+caller hears the result. Then the caller's inbox and the results stream get
+the result. A runner that dies between the record and the ack leaves a final
+record, and the runner that gets the redelivery sends that stored result
+instead of running the task again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+from nats.aio.msg import Msg
+
+from bus.errors import AdapterError, InvalidRequestError, PathRejectedError, PoolError
+from bus.subjects import MSG_ID_HEADER, REPLY_HEADER, RUN_ID_PATTERN, task_of_subject
+from bus.wire import (
+    RunError,
+    RunEvent,
+    RunRecord,
+    RunRequest,
+    RunResult,
+    Status,
+    decode_request,
+    encode,
+    now,
+)
+from registry.registry import LeaseLostError
+from runner.adapters import get_adapter
+from runner.adapters.base import AdapterRun
+from runner.sanitizer import check_path
+from runner.workspace import workspace
+
+if TYPE_CHECKING:
+    from runner.runner import Runner
+
+logger = logging.getLogger(__name__)
+
+# A caller hears from a working run at least this often.
+PROGRESS_INTERVAL_S = 10.0
+_RUN_ID_RE = re.compile(RUN_ID_PATTERN)
+
+
+async def handle_message(runner: Runner, msg: Msg) -> None:
+    """Claim, run and answer one delivered run request."""
+    metadata = msg.metadata
+    attempt = metadata.num_delivered or 1
+    stream_seq = metadata.sequence.stream if metadata.sequence else 0
+    reply_to = msg.headers.get(REPLY_HEADER) if msg.headers else None
+    try:
+        request = decode_request(msg.data)
+    except InvalidRequestError as exc:
+        await _reject(runner, msg, _fallback_run_id(msg, stream_seq), reply_to, exc)
+        return
+    if not request.run_id:
+        request = msgspec.structs.replace(
+            request, run_id=_fallback_run_id(msg, stream_seq)
+        )
+    record = RunRecord(
+        run_id=request.run_id,
+        state="running",
+        task=request.task,
+        adapter=request.adapter,
+        caller=request.caller,
+        runner_id=runner.runner_id,
+        attempt=attempt,
+        stream_seq=stream_seq,
+        claimed_at=now(),
+        updated_at=now(),
+    )
+    claim = await runner.registry.claim(record)
+    if claim.outcome == "final" and claim.record.result is not None:
+        logger.info(
+            "run already final run_id=%s; sending stored result", request.run_id
+        )
+        await msg.ack_sync()
+        await publish_result(runner, claim.record.result, reply_to)
+    elif claim.outcome in ("withdrawn", "final"):
+        logger.info("run withdrawn by its caller run_id=%s; dropped", request.run_id)
+        await msg.term()
+    elif claim.outcome == "owned":
+        logger.warning(
+            "run held by a live runner run_id=%s owner=%s; leaving it",
+            request.run_id,
+            claim.record.runner_id,
+        )
+        await msg.nak(delay=runner.settings.ack_wait_s)
+    elif claim.previous is not None and attempt >= runner.settings.max_deliver:
+        await _fail_exhausted(runner, msg, request, claim.revision, attempt, reply_to)
+    else:
+        await _execute(runner, msg, request, claim.revision, attempt, reply_to)
+
+
+async def _execute(
+    runner: Runner,
+    msg: Msg,
+    request: RunRequest,
+    revision: int,
+    attempt: int,
+    reply_to: str | None,
+) -> None:
+    run_id = request.run_id
+    runner.running[run_id] = request
+    started_at = now()
+    clock = time.monotonic()
+    logger.info(
+        "run started run_id=%s task=%s adapter=%s runner=%s attempt=%d",
+        run_id,
+        request.task,
+        request.adapter,
+        runner.runner_id,
+        attempt,
+    )
+    await _send_event(runner, reply_to, RunEvent(kind="started", run_id=run_id))
+    keepalive = asyncio.create_task(_keep_alive(runner, msg, request, reply_to))
+    try:
+        result = await produce_result(runner, request, reply_to)
+    finally:
+        keepalive.cancel()
+        await asyncio.gather(keepalive, return_exceptions=True)
+        runner.running.pop(run_id, None)
+    result = msgspec.structs.replace(
+        result,
+        runner_id=runner.runner_id,
+        attempt=attempt,
+        started_at=started_at,
+        finished_at=now(),
+    )
+    try:
+        await runner.registry.finish(run_id, runner.runner_id, revision, result)
+    except LeaseLostError as exc:
+        runner.counters["lost_leases"] += 1
+        logger.warning("%s; result dropped run_id=%s", exc, run_id)
+        return
+    await msg.ack_sync()
+    await publish_result(runner, result, reply_to)
+    runner.counters[result.status.value] += 1
+    logger.info(
+        "run finished run_id=%s task=%s adapter=%s model=%s runner=%s status=%s "
+        "duration_s=%.3f",
+        run_id,
+        request.task,
+        result.adapter,
+        result.model,
+        runner.runner_id,
+        result.status,
+        time.monotonic() - clock,
+    )
+
+
+async def produce_result(
+    runner: Runner, request: RunRequest, reply_to: str | None
+) -> RunResult:
+    """Run the adapter in the run's workspace; turn every failure into a status."""
+    base = RunResult(
+        run_id=request.run_id,
+        status=Status.OK,
+        task=request.task,
+        adapter=request.adapter,
+        caller=request.caller,
+    )
+    timeout_s = request.timeout_s or runner.settings.default_timeout_s
+
+    async def progress(message: str) -> None:
+        await _send_event(
+            runner,
+            reply_to,
+            RunEvent(kind="progress", run_id=request.run_id, message=message),
+        )
+
+    model = ""
+    try:
+        adapter = get_adapter(request.adapter)
+        model, notes = runner.catalog.resolve(request.adapter, request.model_hint)
+        base = msgspec.structs.replace(base, model=model, notes=notes)
+        with workspace(runner.settings, request) as cwd:
+            prompt = read_prompt(runner, request)
+            run = AdapterRun(request, prompt, cwd, model, runner.settings, progress)
+            async with asyncio.timeout(timeout_s):
+                output = await adapter.run(run)
+    except TimeoutError:
+        return _failed(
+            base, Status.RUN_TIMEOUT, f"the run passed its timeout of {timeout_s:g} s"
+        )
+    except InvalidRequestError as exc:
+        return _failed(base, Status.INVALID_REQUEST, str(exc))
+    except AdapterError as exc:
+        return _failed(base, Status.RUN_FAILED, str(exc))
+    except Exception as exc:
+        logger.exception("run failed with an internal error run_id=%s", request.run_id)
+        return _failed(
+            base, Status.RUN_FAILED, f"internal error in the runner: {exc!r}"
+        )
+    cost = runner.catalog.cost(request.adapter, output.model or model, output.usage)
+    return msgspec.structs.replace(
+        base,
+        output=output.output,
+        model=output.model or model,
+        usage=output.usage,
+        cost_usd=cost,
+        notes=base.notes + output.notes,
+    )
+
+
+def read_prompt(runner: Runner, request: RunRequest) -> str:
+    """Return the prompt text, reading `prompt_file` through the path check."""
+    if request.prompt_text is not None:
+        return request.prompt_text
+    assert request.prompt_file is not None
+    settings = runner.settings
+    base = None
+    if request.caller_cwd:
+        base = check_path(
+            request.caller_cwd,
+            settings.workspace_roots,
+            field="caller_cwd",
+            expect="dir",
+        )
+    path = check_path(
+        request.prompt_file,
+        settings.workspace_roots,
+        field="prompt_file",
+        base=base,
+        expect="file",
+    )
+    return _read_capped(path, settings.max_prompt_file_bytes, request.prompt_file)
+
+
+def _read_capped(path: Path, limit: int, shown: str) -> str:
+    try:
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise PathRejectedError(
+            shown,
+            f"prompt_file {shown!r} could not be read: {exc.strerror}",
+            field="prompt_file",
+        ) from None
+    if len(data) > limit:
+        raise InvalidRequestError(
+            f"prompt_file {shown!r} is larger than the limit of {limit} bytes",
+            field="prompt_file",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(
+            f"prompt_file {shown!r} is not UTF-8 text", field="prompt_file"
+        ) from None
+
+
+async def _keep_alive(
+    runner: Runner, msg: Msg, request: RunRequest, reply_to: str | None
+) -> None:
+    """Reset the message's ack timer and tell the caller the run still works."""
+    interval = runner.settings.ack_wait_s / 3
+    last_progress = time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await msg.in_progress()
+        except Exception:
+            logger.warning("in-progress ack failed run_id=%s", request.run_id)
+        if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
+            last_progress = time.monotonic()
+            event = RunEvent(
+                kind="progress", run_id=request.run_id, message="still working"
+            )
+            await _send_event(runner, reply_to, event)
+
+
+async def publish_result(
+    runner: Runner, result: RunResult, reply_to: str | None
+) -> None:
+    """Send the result to the caller's inbox and store it on the results stream."""
+    await _send_event(
+        runner, reply_to, RunEvent(kind="result", run_id=result.run_id, result=result)
+    )
+    try:
+        await runner.js.publish(runner.result_subject(result.run_id), encode(result))
+    except (PoolError, TimeoutError) as exc:
+        logger.warning(
+            "result not stored on the results stream run_id=%s error=%r; the "
+            "run record keeps it",
+            result.run_id,
+            exc,
+        )
+
+
+async def _send_event(runner: Runner, reply_to: str | None, event: RunEvent) -> None:
+    if not reply_to:
+        return
+    event.runner_id = runner.runner_id
+    event.at = now()
+    try:
+        await runner.nc.publish(reply_to, encode(event))
+    except Exception:
+        logger.warning("event not sent run_id=%s kind=%s", event.run_id, event.kind)
+
+
+async def _reject(
+    runner: Runner,
+    msg: Msg,
+    run_id: str,
+    reply_to: str | None,
+    error: InvalidRequestError,
+) -> None:
+    """Answer an undecodable request with INVALID_REQUEST and remove it for good."""
+    result = RunResult(
+        run_id=run_id,
+        status=Status.INVALID_REQUEST,
+        task=task_of_subject(runner.settings, msg.subject),
+        runner_id=runner.runner_id,
+        error=RunError(code=Status.INVALID_REQUEST, message=str(error)),
+        finished_at=now(),
+    )
+    logger.warning("invalid run request run_id=%s error=%s", run_id, error)
+    stored = await runner.registry.finish_unclaimed(result)
+    await msg.term()
+    runner.counters[Status.INVALID_REQUEST.value] += 1
+    if stored:
+        await publish_result(runner, result, reply_to)
+    else:
+        # Another run owns this run_id; never overwrite its stored result.
+        await _send_event(
+            runner, reply_to, RunEvent(kind="result", run_id=run_id, result=result)
+        )
+
+
+async def _fail_exhausted(
+    runner: Runner,
+    msg: Msg,
+    request: RunRequest,
+    revision: int,
+    attempt: int,
+    reply_to: str | None,
+) -> None:
+    """End a run whose runners died on every delivery but this last one."""
+    lost = attempt - 1
+    result = RunResult(
+        run_id=request.run_id,
+        status=Status.RUN_FAILED,
+        task=request.task,
+        adapter=request.adapter,
+        caller=request.caller,
+        runner_id=runner.runner_id,
+        attempt=attempt,
+        finished_at=now(),
+        error=RunError(
+            code=Status.RUN_FAILED,
+            message=f"runner lost {lost} times; the run was not started again",
+        ),
+    )
+    try:
+        await runner.registry.finish(request.run_id, runner.runner_id, revision, result)
+    except LeaseLostError:
+        return
+    await msg.term()
+    await publish_result(runner, result, reply_to)
+    logger.warning(
+        "run failed after lost runners run_id=%s lost=%d", request.run_id, lost
+    )
+
+
+def _failed(base: RunResult, status: Status, message: str) -> RunResult:
+    return msgspec.structs.replace(
+        base, status=status, error=RunError(code=status.value, message=message)
+    )
+
+
+def _fallback_run_id(msg: Msg, stream_seq: int) -> str:
+    """Pick a run_id for a request: its payload's, its Nats-Msg-Id, or its sequence."""
+    try:
+        payload = msgspec.json.decode(msg.data)
+    except msgspec.DecodeError:
+        payload = None
+    if isinstance(payload, dict):
+        candidate = payload.get("run_id")
+        if isinstance(candidate, str) and _RUN_ID_RE.match(candidate):
+            return candidate
+    header = msg.headers.get(MSG_ID_HEADER) if msg.headers else None
+    if header and _RUN_ID_RE.match(header):
+        return header
+    return f"seq-{stream_seq}"

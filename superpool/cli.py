@@ -1,0 +1,280 @@
+"""The `superpool` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+
+from bus.client import PoolClient
+from bus.connection import connect
+from bus.errors import SuperpoolError
+from bus.provision import provision
+from bus.settings import Settings
+from bus.wire import RunResult, Status
+from superpool import logs
+from superpool.tables import format_result, format_status
+
+# Exit code of `superpool run` per status, so scripts can branch on it.
+EXIT_CODES = {
+    Status.OK: 0,
+    Status.RUN_FAILED: 1,
+    Status.INVALID_REQUEST: 2,
+    Status.POOL_BUSY: 3,
+    Status.POOL_UNREACHABLE: 4,
+    Status.RUN_TIMEOUT: 5,
+    Status.CANCELLED: 6,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superpool",
+        description="A shared pool of one-shot AI agent runners on NATS JetStream.",
+    )
+    parser.add_argument(
+        "--nats-url", help="NATS server URL (default: SUPERPOOL_NATS_URL)"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+    )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up", help="run nats-server, runners and the MCP proxy here"
+    )
+    up.add_argument(
+        "--runners", type=int, default=3, help="runners to start (default 3)"
+    )
+    up.add_argument("--slots", type=int, help="slots per runner (default 3)")
+    up.add_argument("--data-dir", help="JetStream store (default ./.superpool)")
+    up.add_argument("--nats-port", type=int, default=4222, help="0 picks a free port")
+    up.add_argument("--proxy-port", type=int, help="MCP HTTP port (default 8765)")
+
+    run = commands.add_parser(
+        "run", help="run one prompt on the pool and print the result"
+    )
+    run.add_argument("prompt", nargs="?", help="prompt text; or give --prompt-file")
+    run.add_argument("--task", required=True, help="short label, [A-Za-z0-9_-]{1,64}")
+    run.add_argument("--adapter", default="claude", help="claude, gemini or echo")
+    run.add_argument("--model", dest="model_hint", help="model name or alias to prefer")
+    run.add_argument("--prompt-file", help="file to read the prompt from")
+    run.add_argument("--cwd-mode", choices=("isolated", "caller"), default="isolated")
+    run.add_argument("--caller-cwd", help="working directory for --cwd-mode caller")
+    run.add_argument(
+        "--timeout", type=float, dest="timeout_s", help="run timeout in seconds"
+    )
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    status = commands.add_parser(
+        "status", help="print runners, slots and runs in flight"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    result = commands.add_parser("result", help="print a finished run's result")
+    result.add_argument("run_id")
+    result.add_argument("--json", action="store_true", help="print JSON")
+
+    runner = commands.add_parser("runner", help="run one runner until SIGTERM")
+    runner.add_argument("--slots", type=int, help="runs at once (default 3)")
+    runner.add_argument("--runner-id", help="default: <hostname>-<random>")
+    runner.add_argument(
+        "--provision", action="store_true", help="create or update the streams first"
+    )
+
+    proxy = commands.add_parser("proxy", help="serve the MCP tool super_agent_run")
+    proxy.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    proxy.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    proxy.add_argument("--port", type=int, help="HTTP port (default 8765)")
+
+    commands.add_parser(
+        "provision", help="create or update streams, consumer and bucket"
+    )
+
+    demo = commands.add_parser("demo", help="start a pool here and send it sample runs")
+    demo.add_argument(
+        "--data-dir", help="JetStream store (default: a temporary directory)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    command = COMMANDS[args.command]
+    try:
+        settings = Settings.from_env(nats_url=args.nats_url)
+        return asyncio.run(_with_signals(command, settings, args))
+    except SuperpoolError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _with_signals(
+    command: Callable[[Settings, argparse.Namespace, asyncio.Event], Awaitable[int]],
+    settings: Settings,
+    args: argparse.Namespace,
+) -> int:
+    """Run a command with SIGINT and SIGTERM turned into a stop event."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        return await command(settings, args, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def cmd_run(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    if (args.prompt is None) == (args.prompt_file is None):
+        print(
+            "superpool run: give a prompt or --prompt-file, not both", file=sys.stderr
+        )
+        return EXIT_CODES[Status.INVALID_REQUEST]
+    async with PoolClient(settings, name="superpool-cli") as client:
+        result = await client.run(
+            args.task,
+            prompt_text=args.prompt,
+            prompt_file=args.prompt_file,
+            adapter=args.adapter,
+            cwd_mode=args.cwd_mode,
+            caller_cwd=args.caller_cwd,
+            model_hint=args.model_hint,
+            timeout_s=args.timeout_s,
+        )
+    _print_result(result, args.json)
+    return EXIT_CODES[result.status]
+
+
+async def cmd_result(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    async with PoolClient(settings, name="superpool-cli") as client:
+        result = await client.result(args.run_id)
+    if result is None:
+        print(f"run {args.run_id} has no result yet (or is unknown)", file=sys.stderr)
+        return 1
+    _print_result(result, args.json)
+    return EXIT_CODES[result.status]
+
+
+def _print_result(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(msgspec.to_builtins(result), indent=2))
+    else:
+        print(format_result(result))
+
+
+async def cmd_status(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    async with PoolClient(settings, name="superpool-cli") as client:
+        status = await client.status()
+    if args.json:
+        print(json.dumps(msgspec.to_builtins(status), indent=2))
+    else:
+        print(format_status(status))
+    return 0
+
+
+async def cmd_provision(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    nc = await connect(settings, name="superpool-provision")
+    try:
+        await provision(nc.jetstream(timeout=settings.request_timeout), settings)
+    finally:
+        await nc.close()
+    print(
+        f"provisioned {settings.runs_stream}, {settings.consumer}, "
+        f"{settings.results_stream} and {settings.registry_bucket} at "
+        f"{settings.nats_url}"
+    )
+    return 0
+
+
+async def cmd_runner(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    from runner.runner import Runner
+
+    if args.provision:
+        await cmd_provision(settings, args, stop)
+    async with Runner(settings, runner_id=args.runner_id, slots=args.slots) as runner:
+        await _until_stopped(runner.wait_stopped(), stop)
+    return 0
+
+
+async def cmd_proxy(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    from mcp_proxy.server import serve
+
+    await _until_stopped(
+        serve(settings, args.transport, host=args.host, port=args.port), stop
+    )
+    return 0
+
+
+async def cmd_up(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    from superpool.local import run_local_pool
+
+    await run_local_pool(settings, args, stop)
+    return 0
+
+
+async def cmd_demo(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    from superpool.demo import run_demo
+
+    return await run_demo(settings, args, stop)
+
+
+async def _until_stopped(work: Awaitable[object], stop: asyncio.Event) -> None:
+    """Await `work` until it ends or `stop` is set, then cancel what is left."""
+    work_task = asyncio.ensure_future(work)
+    stop_task = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait(
+        {work_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+    )
+    for task in (work_task, stop_task):
+        if task not in done:
+            task.cancel()
+    await asyncio.gather(work_task, stop_task, return_exceptions=True)
+    if work_task in done:
+        work_task.result()
+
+
+COMMANDS: dict[
+    str, Callable[[Settings, argparse.Namespace, asyncio.Event], Awaitable[int]]
+] = {
+    "up": cmd_up,
+    "run": cmd_run,
+    "status": cmd_status,
+    "result": cmd_result,
+    "runner": cmd_runner,
+    "proxy": cmd_proxy,
+    "provision": cmd_provision,
+    "demo": cmd_demo,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

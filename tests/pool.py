@@ -1,0 +1,55 @@
+"""Helpers that start in-process runners against the test's nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from bus.client import PoolClient
+from bus.settings import Settings
+from runner.runner import Runner
+
+# Every wait in the tests ends after this long.
+WAIT_LIMIT_S = 10.0
+
+
+@asynccontextmanager
+async def running_pool(
+    settings: Settings, runners: int = 3, slots: int = 3
+) -> AsyncIterator[list[Runner]]:
+    """Start `runners` runners and wait until the registry lists all of them."""
+    async with AsyncExitStack() as stack:
+        started = [
+            await stack.enter_async_context(
+                Runner(settings, runner_id=f"runner-{index}", slots=slots)
+            )
+            for index in range(runners)
+        ]
+        async with PoolClient(settings) as client:
+            await wait_until(
+                lambda: client.registry.live_capacity(),
+                lambda total: total == runners * slots,
+            )
+        yield started
+
+
+async def wait_until(
+    read: Callable[[], object],
+    check: Callable[[object], bool],
+    limit: float = WAIT_LIMIT_S,
+) -> object:
+    """Poll `read()` until `check` accepts its value; fail after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        value = read()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"condition not met within {limit} s; last value {value!r}"
+            )
+        await asyncio.sleep(0.02)

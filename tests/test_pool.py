@@ -1,0 +1,200 @@
+"""The whole path of a run through a real nats-server and in-process runners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import nats
+
+from bus.client import PoolClient
+from bus.settings import Settings
+from bus.wire import RunResult, Status, decode_result
+from tests.pool import running_pool, wait_until
+
+SLOW = "delay=2"
+
+
+async def stream_messages(settings: Settings) -> int:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        info = await nc.jetstream().stream_info(settings.runs_stream)
+        return info.state.messages
+    finally:
+        await nc.close()
+
+
+async def test_echo_run_returns_ok(settings: Settings, nc: object) -> None:
+    async with running_pool(settings, runners=1), PoolClient(settings) as client:
+        result = await client.run("hello", prompt_text="hi there", adapter="echo")
+    assert result.status == Status.OK
+    assert result.output == "echo (no model was called): hi there"
+    assert result.model == "echo"
+    assert result.runner_id == "runner-0"
+    assert result.attempt == 1
+    assert len(result.run_id) == 32
+
+
+async def test_tenth_run_is_pool_busy(settings: Settings, nc: object) -> None:
+    async with (
+        running_pool(settings, runners=3) as runners,
+        PoolClient(settings) as client,
+    ):
+        first = [
+            asyncio.create_task(
+                client.run("slow", prompt_text="x", adapter="echo", model_hint=SLOW)
+            )
+            for _ in range(9)
+        ]
+        await wait_until(lambda: stream_messages(settings), lambda count: count == 9)
+        tenth = await client.run(
+            "slow", prompt_text="x", adapter="echo", model_hint=SLOW
+        )
+        results = await asyncio.gather(*first)
+        status = await client.status()
+    assert tenth.status == Status.POOL_BUSY
+    assert tenth.retry_after_s == 0.5
+    assert [r.status for r in results] == [Status.OK] * 9
+    assert sum(runner.max_held for runner in runners) == 9
+    await wait_until(lambda: stream_messages(settings), lambda count: count == 0)
+    assert status.slots_total == 9
+    await wait_until(lambda: client_busy(settings), lambda busy: busy == 0)
+
+
+async def client_busy(settings: Settings) -> int:
+    async with PoolClient(settings) as client:
+        return (await client.status()).slots_busy
+
+
+async def test_one_runner_fourth_run_busy(settings: Settings, nc: object) -> None:
+    async with running_pool(settings, runners=1), PoolClient(settings) as client:
+        first = [
+            asyncio.create_task(
+                client.run("slow", prompt_text="x", adapter="echo", model_hint=SLOW)
+            )
+            for _ in range(3)
+        ]
+        await wait_until(lambda: stream_messages(settings), lambda count: count == 3)
+        fourth = await client.run("slow", prompt_text="x", adapter="echo")
+        results = await asyncio.gather(*first)
+    assert fourth.status == Status.POOL_BUSY
+    assert [r.status for r in results] == [Status.OK] * 3
+
+
+async def test_racing_clients_admit_exactly_nine(
+    settings: Settings, nc: object
+) -> None:
+    async with running_pool(settings, runners=3):
+        async with PoolClient(settings) as one, PoolClient(settings) as two:
+            calls = [
+                (one if index % 2 else two).run(
+                    "race", prompt_text="x", adapter="echo", model_hint=SLOW
+                )
+                for index in range(20)
+            ]
+            results = await asyncio.gather(*calls)
+    statuses = [result.status for result in results]
+    assert statuses.count(Status.OK) == 9
+    assert statuses.count(Status.POOL_BUSY) == 11
+
+
+async def test_no_runner_is_unreachable(settings: Settings, nc: object) -> None:
+    async with PoolClient(settings) as client:
+        result = await client.run("hello", prompt_text="hi", adapter="echo")
+    assert result.status == Status.POOL_UNREACHABLE
+    assert "no runner with a fresh heartbeat" in result.error.message
+    assert await stream_messages(settings) == 0
+
+
+async def test_runner_never_holds_more_than_slots(
+    settings: Settings, nc: object
+) -> None:
+    async with (
+        running_pool(settings, runners=3) as runners,
+        PoolClient(settings) as client,
+    ):
+        results: list[RunResult] = []
+        for _ in range(3):
+            batch = [
+                client.run(
+                    "burst", prompt_text="x", adapter="echo", model_hint="delay=0.2"
+                )
+                for _ in range(10)
+            ]
+            results += await asyncio.gather(*batch)
+    assert len(results) == 30
+    assert max(runner.max_held for runner in runners) <= 3
+    statuses = [result.status for result in results]
+    assert statuses.count(Status.OK) == 27
+    assert statuses.count(Status.POOL_BUSY) == 3
+
+
+async def test_direct_publish_is_run(settings: Settings, nc: nats.NATS) -> None:
+    payload = {"task": "direct", "prompt_text": "from nats pub", "adapter": "echo"}
+    async with running_pool(settings, runners=1):
+        js = nc.jetstream()
+        sub = await js.subscribe(
+            f"{settings.subject_prefix}.result.>", ordered_consumer=True
+        )
+        ack = await js.publish(
+            f"{settings.subject_prefix}.run.direct",
+            json.dumps(payload).encode(),
+            headers={"Nats-Msg-Id": "direct-1"},
+        )
+        msg = await sub.next_msg(timeout=10)
+    result = decode_result(msg.data)
+    assert ack.seq == 1
+    assert msg.subject == f"{settings.subject_prefix}.result.direct-1"
+    assert result.status == Status.OK
+    assert result.output == "echo (no model was called): from nats pub"
+
+
+async def test_malformed_payload_invalid_not_redelivered(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    async with running_pool(settings, runners=1) as runners:
+        js = nc.jetstream()
+        sub = await js.subscribe(
+            f"{settings.subject_prefix}.result.>", ordered_consumer=True
+        )
+        await js.publish(
+            f"{settings.subject_prefix}.run.bad",
+            b"{not json",
+            headers={"Nats-Msg-Id": "bad-1"},
+        )
+        msg = await sub.next_msg(timeout=10)
+        await wait_until(lambda: stream_messages(settings), lambda count: count == 0)
+        info = await js.consumer_info(settings.runs_stream, settings.consumer)
+    result = decode_result(msg.data)
+    assert result.status == Status.INVALID_REQUEST
+    assert result.run_id == "bad-1"
+    assert "JSON is malformed" in result.error.message
+    assert info.num_redelivered == 0
+    assert runners[0].counters["INVALID_REQUEST"] == 1
+
+
+async def test_workspace_removed_after_each_outcome(
+    settings: Settings, nc: object
+) -> None:
+    work = Path(settings.work_root)
+    async with running_pool(settings, runners=1), PoolClient(settings) as client:
+        running = asyncio.create_task(
+            client.run("ws", prompt_text="x", adapter="echo", model_hint="delay=1")
+        )
+        seen = await wait_until(
+            lambda: [path for path in work.glob("run-*") if path.is_dir()],
+            lambda dirs: len(dirs) == 1,
+        )
+        ok = await running
+        failed = await client.run(
+            "ws", prompt_text="x", adapter="echo", model_hint="fail"
+        )
+        timed_out = await client.run(
+            "ws", prompt_text="x", adapter="echo", model_hint="delay=5", timeout_s=0.5
+        )
+    assert seen[0].parent == work
+    assert ok.status == Status.OK
+    assert failed.status == Status.RUN_FAILED
+    assert timed_out.status == Status.RUN_TIMEOUT
+    assert list(work.glob("run-*")) == []
