@@ -31,6 +31,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
+from bus.connection import close as close_connection
 from bus.connection import connect
 from bus.errors import InvalidRequestError, PoolError
 from bus.provision import KV_STREAM_PREFIX
@@ -175,8 +176,8 @@ class PoolClient:
         if self._connect_task is not None:
             self._connect_task.cancel()
             await asyncio.gather(self._connect_task, return_exceptions=True)
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.drain()
+        if self._nc is not None:
+            await close_connection(self._nc)
         self._nc = None
 
     async def _on_event(self, msg: Msg) -> None:

@@ -76,6 +76,25 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
     return nc
 
 
+async def close(nc: NATS) -> None:
+    """Drain the connection, or close it when it cannot drain (reconnecting)."""
+    if nc.is_closed:
+        return
+    try:
+        await nc.drain()
+        return
+    except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError):
+        pass
+    except TimeoutError:
+        logger.warning("nats drain timed out; closing")
+    try:
+        await nc.close()
+    except OSError as exc:
+        # NOTE: nats-py 2.16 raises ConnectionResetError from close() while it
+        # is reconnecting to a dead server; the socket is gone either way.
+        logger.debug("nats close raised error=%r", exc)
+
+
 async def _close_quietly(nc: NATS) -> None:
     try:
         await nc.close()

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from bus.connection import close as close_connection
 from bus.connection import connect
 from bus.errors import PoolError, SuperpoolError
 from bus.settings import Settings
@@ -200,7 +201,7 @@ class Runner:
         self._main.cancel()
         await asyncio.gather(self._main, return_exceptions=True)
         await self._remove_heartbeat()
-        await self.nc.drain()
+        await close_connection(self.nc)
         self._stopped.set()
         logger.info(
             "runner stopped runner=%s runs=%s max_held=%d",

@@ -32,6 +32,10 @@ EXIT_CODES = {
 }
 
 
+# Long-running commands log at INFO by default; one-shot commands only warn.
+SERVER_COMMANDS = frozenset({"up", "runner", "proxy", "provision"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="superpool",
@@ -41,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--nats-url", help="NATS server URL (default: SUPERPOOL_NATS_URL)"
     )
     parser.add_argument(
-        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+        "--log-level",
+        help="DEBUG, INFO, WARNING or ERROR (default: INFO for servers, WARNING else)",
     )
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format"
@@ -108,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(args.log_level, args.log_format)
+    default_level = "INFO" if args.command in SERVER_COMMANDS else "WARNING"
+    logs.configure(args.log_level or default_level, args.log_format)
     command = COMMANDS[args.command]
     try:
         settings = Settings.from_env(nats_url=args.nats_url)

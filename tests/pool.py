@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+
+import msgspec
 
 from bus.client import PoolClient
 from bus.settings import Settings
@@ -53,3 +56,13 @@ async def wait_until(
                 f"condition not met within {limit} s; last value {value!r}"
             )
         await asyncio.sleep(0.02)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Return the environment that makes a `superpool` subprocess use `settings`."""
+    environ = dict(os.environ)
+    for name, value in msgspec.structs.asdict(settings).items():
+        if isinstance(value, tuple):
+            value = os.pathsep.join(value)
+        environ[f"SUPERPOOL_{name.upper()}"] = str(value)
+    return environ
