@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 import msgspec
 from nats.aio.msg import Msg
 
-from bus.errors import AdapterError, InvalidRequestError, PathRejectedError, PoolError
+from bus.errors import (
+    AdapterError,
+    ConfigError,
+    InvalidRequestError,
+    PathRejectedError,
+    PoolError,
+)
 from bus.subjects import MSG_ID_HEADER, REPLY_HEADER, RUN_ID_PATTERN, task_of_subject
 from bus.wire import (
     RunError,
@@ -200,14 +206,20 @@ async def produce_result(
         return _failed(
             base, Status.RUN_FAILED, f"internal error in the runner: {exc!r}"
         )
-    cost = runner.catalog.cost(request.adapter, output.model or model, output.usage)
+    notes = base.notes + output.notes
+    try:
+        cost = runner.catalog.cost(request.adapter, output.model or model, output.usage)
+    except ConfigError:
+        # The provider answered with a model the catalog has no price for.
+        cost = runner.catalog.cost(request.adapter, model, output.usage)
+        notes += (f"priced as {model}: the catalog has no price for {output.model}",)
     return msgspec.structs.replace(
         base,
         output=output.output,
         model=output.model or model,
         usage=output.usage,
         cost_usd=cost,
-        notes=base.notes + output.notes,
+        notes=notes,
     )
 
 

@@ -11,6 +11,7 @@ from bus.settings import Settings
 from bus.wire import RunRequest, Usage
 
 ProgressCallback = Callable[[str], Awaitable[None]]
+REDACTED = "[redacted]"
 
 
 async def _no_progress(message: str) -> None:
@@ -46,3 +47,8 @@ class Adapter(Protocol):
     name: str
 
     async def run(self, run: AdapterRun) -> AdapterOutput: ...
+
+
+def redact(text: str, secret: str) -> str:
+    """Replace every copy of `secret` in `text`, as provider errors may echo a key."""
+    return text.replace(secret, REDACTED) if secret else text
