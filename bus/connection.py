@@ -44,27 +44,24 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
     async def on_reconnected() -> None:
         logger.warning("nats reconnected name=%s url=%s", name, nc.connected_url)
 
-    callbacks = {
+    # nats-py annotates these times as int, but it takes seconds as float.
+    arguments: dict[str, Any] = {
+        "name": name,
+        "connect_timeout": settings.request_timeout,
+        "ping_interval": PING_INTERVAL_S,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+        "reconnect_time_wait": RECONNECT_WAIT_S,
+        "max_reconnect_attempts": MAX_RECONNECT_ATTEMPTS,
+        "pending_size": PENDING_BUFFER_BYTES,
         "error_cb": on_error,
         "disconnected_cb": on_disconnected,
         "reconnected_cb": on_reconnected,
     }
-    callbacks.update(options)
+    arguments.update(options)
     nc = NATS()
     try:
         await asyncio.wait_for(
-            nc.connect(
-                settings.nats_url,
-                name=name,
-                connect_timeout=settings.request_timeout,
-                ping_interval=PING_INTERVAL_S,
-                max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-                reconnect_time_wait=RECONNECT_WAIT_S,
-                max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS,
-                pending_size=PENDING_BUFFER_BYTES,
-                **callbacks,
-            ),
-            timeout=settings.request_timeout,
+            nc.connect(settings.nats_url, **arguments), timeout=settings.request_timeout
         )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         await _close_quietly(nc)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bus.connection import connect
 from bus.errors import ServerLaunchError
@@ -90,8 +91,9 @@ async def _start_proxy(stack: AsyncExitStack, settings: Settings, port: int) -> 
         await asyncio.gather(task, return_exceptions=True)
 
     stack.push_async_callback(stop_proxy)
+    waiting: set[asyncio.Future[Any]] = {task, listening}
     done, _ = await asyncio.wait(
-        {task, listening},
+        waiting,
         timeout=PROXY_START_TIMEOUT_S,
         return_when=asyncio.FIRST_COMPLETED,
     )
