@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
@@ -40,6 +41,7 @@ from bus.subjects import (
     EXPECTED_LAST_SEQ_HEADER,
     MSG_ID_HEADER,
     REPLY_HEADER,
+    cancel_subject,
     result_subject,
     run_subject,
 )
@@ -68,6 +70,10 @@ ADMISSION_ATTEMPTS = 25
 BUSY_RETRY_AFTER_S = 0.5
 # Time between connection attempts when NATS was down at start.
 CONNECT_RETRY_S = 1.0
+# A cancelled run reaches its final result within this long.
+CANCEL_SETTLE_S = 10.0
+# Time between reads of the results stream while waiting for a result.
+RESULT_POLL_S = 0.05
 # JetStream error codes (nats-server).
 ERR_MAX_MSGS = 10077
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -358,16 +364,21 @@ class PoolClient:
         self, request: RunRequest, stream_seq: int
     ) -> RunResult | None:
         try:
-            withdrawn = await self.registry.withdraw(
+            record = await self.registry.withdraw(
                 request.run_id, task=request.task, caller=request.caller
             )
         except (PoolError, TimeoutError) as exc:
             return _unreachable(request, f"the registry did not answer: {exc}")
-        if not withdrawn:
+        if record.state == "final" and record.result is not None:
+            return record.result
+        if record.state == "running":
             # A runner claimed the run first (its "started" event may be
             # late or lost), so keep waiting for the result.
             return None
         await self._delete_request_message(stream_seq)
+        if record.result is not None:
+            # Someone cancelled the run while it was queued.
+            return record.result
         try:
             capacity = await self.registry.live_capacity()
         except (PoolError, TimeoutError):
@@ -410,6 +421,56 @@ class PoolClient:
                 ),
             ),
         )
+
+    async def cancel(self, run_id: str) -> RunResult:
+        """Cancel a run: withdraw it while queued, or stop it on its runner.
+
+        Returns the run's final result: CANCELLED, or the result it had
+        already reached. A queued run's caller gets CANCELLED once a runner
+        receives the withdrawn message or its own pickup wait ends.
+        """
+        if not self.connected:
+            raise PoolError(f"not connected to NATS at {self.settings.nats_url}")
+        record = await self.registry.get_run(run_id)
+        if record is None:
+            cancelled = _cancelled(run_id, "cancelled before a runner started it")
+            record = await self.registry.withdraw(run_id, result=cancelled)
+        if record.state == "withdrawn":
+            return record.result or _cancelled(run_id, "withdrawn before it started")
+        if record.state == "final" and record.result is not None:
+            return record.result
+        await self._ask_runner_to_cancel(record.runner_id, run_id)
+        return await self._wait_final(run_id, CANCEL_SETTLE_S)
+
+    async def _ask_runner_to_cancel(self, runner_id: str, run_id: str) -> None:
+        assert self._nc is not None
+        subject = cancel_subject(self.settings, runner_id, run_id)
+        try:
+            await self._nc.request(subject, b"", timeout=self.settings.request_timeout)
+        except NoRespondersError:
+            # The owner is gone and the run will come back to another runner,
+            # so the record says withdrawn and that runner drops it.
+            logger.warning(
+                "cancel found no runner run_id=%s runner=%s", run_id, runner_id
+            )
+            cancelled = _cancelled(
+                run_id, f"cancelled after runner {runner_id} was lost"
+            )
+            await self.registry.withdraw_lost(run_id, cancelled)
+        except TimeoutError:
+            raise PoolError(
+                f"runner {runner_id} did not confirm the cancel of run {run_id} "
+                f"within {self.settings.request_timeout} s"
+            ) from None
+
+    async def _wait_final(self, run_id: str, wait_s: float) -> RunResult:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            result = await self.result(run_id)
+            if result is not None:
+                return result
+            await asyncio.sleep(RESULT_POLL_S)
+        raise PoolError(f"run {run_id} reached no final result within {wait_s:g} s")
 
     async def _withdraw_quietly(self, request: RunRequest) -> None:
         try:
@@ -477,6 +538,15 @@ def _local_result(run_id: str, task: str, status: Status, message: str) -> RunRe
         status=status,
         task=task if isinstance(task, str) else "",
         error=RunError(code=status, message=message),
+    )
+
+
+def _cancelled(run_id: str, reason: str) -> RunResult:
+    return RunResult(
+        run_id=run_id,
+        status=Status.CANCELLED,
+        finished_at=now(),
+        error=RunError(code=Status.CANCELLED, message=reason),
     )
 
 

@@ -48,6 +48,15 @@ def result_subject(settings: Settings, run_id: str) -> str:
     return f"{settings.subject_prefix}.result.{check_run_id(run_id)}"
 
 
+def cancel_subject(settings: Settings, runner_id: str, run_id: str) -> str:
+    """Return the subject on which runner `runner_id` takes cancel requests."""
+    return f"{settings.subject_prefix}.cancel.{runner_id}.{check_run_id(run_id)}"
+
+
+def cancel_subjects(settings: Settings, runner_id: str) -> str:
+    return f"{settings.subject_prefix}.cancel.{runner_id}.*"
+
+
 def task_of_subject(settings: Settings, subject: str) -> str:
     """Return the task label of a run subject, or "" when it has none."""
     prefix = f"{settings.subject_prefix}.run."

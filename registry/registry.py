@@ -255,17 +255,58 @@ class RunRegistry:
             return False
         return True
 
-    async def withdraw(self, run_id: str, task: str = "", caller: str = "") -> bool:
-        """Mark a queued run as withdrawn; False when a runner claimed it first."""
+    async def withdraw(
+        self,
+        run_id: str,
+        *,
+        task: str = "",
+        caller: str = "",
+        result: RunResult | None = None,
+    ) -> RunRecord:
+        """Mark a run that no runner claimed as withdrawn, and return the record.
+
+        The create loses to a runner's claim: the returned record then says
+        "running" or "final". `result`, when given, is what a caller who waits
+        for the withdrawn run gets, such as CANCELLED.
+        """
         record = RunRecord(
-            run_id=run_id, state="withdrawn", task=task, caller=caller, updated_at=now()
+            run_id=run_id,
+            state="withdrawn",
+            task=task,
+            caller=caller,
+            updated_at=now(),
+            result=result,
+        )
+        for _ in range(CLAIM_ATTEMPTS):
+            try:
+                await self._kv.create(run_key(run_id), encode(record))
+                return record
+            except KeyWrongLastSequenceError:
+                current = await self.get_run(run_id)
+            if current is not None:
+                return current
+        return record
+
+    async def withdraw_lost(self, run_id: str, result: RunResult) -> RunRecord | None:
+        """Withdraw a running run whose runner's heartbeat expired.
+
+        Returns the withdrawn record, or None when the run is not running on
+        a lost runner (it finished, or its runner is alive).
+        """
+        entry = await self._entry(run_key(run_id))
+        if entry is None:
+            return None
+        current, revision = entry
+        if current.state != "running" or await self.runner(current.runner_id):
+            return None
+        record = msgspec.structs.replace(
+            current, state="withdrawn", updated_at=now(), result=result
         )
         try:
-            await self._kv.create(run_key(run_id), encode(record))
-            return True
+            await self._kv.update(run_key(run_id), encode(record), last=revision)
         except KeyWrongLastSequenceError:
-            current = await self.get_run(run_id)
-            return current is not None and current.state == "withdrawn"
+            return None
+        return record
 
     async def runs(self) -> list[RunRecord]:
         records = []

@@ -93,6 +93,8 @@ async def handle_message(runner: Runner, msg: Msg) -> None:
     elif claim.outcome in ("withdrawn", "final"):
         logger.info("run withdrawn by its caller run_id=%s; dropped", request.run_id)
         await msg.term()
+        if claim.record.result is not None:
+            await publish_result(runner, claim.record.result, reply_to)
     elif claim.outcome == "owned":
         logger.warning(
             "run held by a live runner run_id=%s owner=%s; leaving it",
@@ -128,12 +130,30 @@ async def _execute(
     )
     await _send_event(runner, reply_to, RunEvent(kind="started", run_id=run_id))
     keepalive = asyncio.create_task(_keep_alive(runner, msg, request, reply_to))
+    work = asyncio.create_task(produce_result(runner, request, reply_to))
+    runner.work[run_id] = work
     try:
-        result = await produce_result(runner, request, reply_to)
+        result = await work
+    except asyncio.CancelledError:
+        if run_id not in runner.cancel_requested or not work.cancelled():
+            raise
+        result = _failed(
+            RunResult(
+                run_id=run_id,
+                status=Status.CANCELLED,
+                task=request.task,
+                adapter=request.adapter,
+                caller=request.caller,
+            ),
+            Status.CANCELLED,
+            "cancelled by request",
+        )
     finally:
         keepalive.cancel()
         await asyncio.gather(keepalive, return_exceptions=True)
         runner.running.pop(run_id, None)
+        runner.work.pop(run_id, None)
+        runner.cancel_requested.discard(run_id)
     result = msgspec.structs.replace(
         result,
         runner_id=runner.runner_id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import socket
 import time
 import uuid
@@ -27,10 +28,10 @@ from nats.js.errors import NotFoundError
 
 from bus.connection import close as close_connection
 from bus.connection import connect
-from bus.errors import PoolError, SuperpoolError
+from bus.errors import ConfigError, PoolError, SuperpoolError
 from bus.settings import Settings
-from bus.subjects import result_subject
-from bus.wire import RunnerState, RunRequest, now
+from bus.subjects import RUN_ID_PATTERN, cancel_subjects, result_subject
+from bus.wire import RunnerState, RunRequest, RunResult, now
 from registry.registry import RunRegistry
 from runner.catalog import Catalog
 from runner.execution import handle_message
@@ -46,7 +47,8 @@ HEARTBEAT_WARN_EVERY_S = 10.0
 
 def default_runner_id() -> str:
     """Return `<host>-<random>`: the pod name on Kubernetes, unique per process."""
-    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:60]
+    return f"{host}-{uuid.uuid4().hex[:6]}"
 
 
 def package_version() -> str:
@@ -69,9 +71,18 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.runner_id = runner_id or default_runner_id()
+        if not re.match(RUN_ID_PATTERN, self.runner_id):
+            raise ConfigError(
+                "runner_id",
+                f"runner id {self.runner_id!r} is invalid: use letters, digits, "
+                "'_' and '-', because it is part of NATS subjects and KV keys",
+            )
         self.slots = slots or settings.slots
         self.catalog = catalog or Catalog.load()
         self.running: dict[str, RunRequest] = {}
+        # The adapter task of each running run, which a cancel request stops.
+        self.work: dict[str, asyncio.Task[RunResult]] = {}
+        self.cancel_requested: set[str] = set()
         self.counters: collections.Counter[str] = collections.Counter()
         # Most messages this runner held at once, for tests and metrics.
         self.max_held = 0
@@ -141,6 +152,9 @@ class Runner:
         self._registry = await RunRegistry.open(self._nc, self.settings)
         self._puller = Puller(
             self._nc, self.settings.runs_stream, self.settings.consumer, self._accept
+        )
+        await self._nc.subscribe(
+            cancel_subjects(self.settings, self.runner_id), cb=self._on_cancel
         )
         self._started_at = now()
         await self._heartbeat_once()
@@ -287,6 +301,17 @@ class Runner:
                 await asyncio.wait_for(puller.changed.wait(), PULL_LOOP_WAKE_S)
             except TimeoutError:
                 pass
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        run_id = msg.subject.rsplit(".", 1)[-1]
+        work = self.work.get(run_id)
+        if work is None:
+            await msg.respond(b'{"cancelled": false, "reason": "not running here"}')
+            return
+        logger.info("run cancel requested run_id=%s runner=%s", run_id, self.runner_id)
+        self.cancel_requested.add(run_id)
+        work.cancel()
+        await msg.respond(b'{"cancelled": true}')
 
     async def _on_disconnected(self) -> None:
         if not self.nc.is_closed:

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("run_id")
     result.add_argument("--json", action="store_true", help="print JSON")
 
+    cancel = commands.add_parser("cancel", help="cancel a queued or running run")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--json", action="store_true", help="print JSON")
+
     runner = commands.add_parser("runner", help="run one runner until SIGTERM")
     runner.add_argument("--slots", type=int, help="runs at once (default 3)")
     runner.add_argument("--runner-id", help="default: <hostname>-<random>")
@@ -174,6 +178,15 @@ async def cmd_result(
     if result is None:
         print(f"run {args.run_id} has no result yet (or is unknown)", file=sys.stderr)
         return 1
+    _print_result(result, args.json)
+    return EXIT_CODES[result.status]
+
+
+async def cmd_cancel(
+    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    async with PoolClient(settings, name="superpool-cli") as client:
+        result = await client.cancel(args.run_id)
     _print_result(result, args.json)
     return EXIT_CODES[result.status]
 
@@ -275,6 +288,7 @@ COMMANDS: dict[
     "run": cmd_run,
     "status": cmd_status,
     "result": cmd_result,
+    "cancel": cmd_cancel,
     "runner": cmd_runner,
     "proxy": cmd_proxy,
     "provision": cmd_provision,

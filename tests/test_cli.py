@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 
 from bus.settings import Settings
-from tests.pool import running_pool, settings_env
+from tests.pool import running_pool, settings_env, wait_until
 
 SUPERPOOL = [sys.executable, "-m", "superpool.cli"]
 # `superpool up` prints its addresses within this long on a 2-core machine.
@@ -186,3 +186,27 @@ def read_until_ready(process: subprocess.Popen[str]) -> str:
         if line.startswith("Stop with Ctrl-C"):
             return "".join(seen)
     raise AssertionError("superpool up printed no ready line:\n" + "".join(seen))
+
+
+async def test_cli_cancel_running_run(settings: Settings, nc: object) -> None:
+    async with running_pool(settings, runners=1) as runners:
+        holder = asyncio.create_task(
+            superpool(
+                settings,
+                "run",
+                "x",
+                "--task",
+                "hold",
+                "--adapter",
+                "echo",
+                "--model",
+                "delay=30",
+            )
+        )
+        await wait_until(lambda: list(runners[0].running), lambda runs: len(runs) == 1)
+        run_id = next(iter(runners[0].running))
+        done = await superpool(settings, "cancel", run_id)
+        held = await holder
+    assert done.returncode == 6, done.stderr
+    assert "status:  CANCELLED" in done.stdout
+    assert held.returncode == 6
