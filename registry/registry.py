@@ -293,6 +293,20 @@ class RunRegistry:
         Returns the withdrawn record, or None when the run is not running on
         a lost runner (it finished, or its runner is alive).
         """
+        return await self._close_lost(run_id, "withdrawn", result)
+
+    async def fail_lost(self, run_id: str, result: RunResult) -> RunRecord | None:
+        """Store a final result for a run whose runner was lost, or that nobody claimed.
+
+        Returns None when the run finished or a live runner holds it.
+        """
+        if await self.finish_unclaimed(result):
+            return await self.get_run(run_id)
+        return await self._close_lost(run_id, "final", result)
+
+    async def _close_lost(
+        self, run_id: str, state: Literal["final", "withdrawn"], result: RunResult
+    ) -> RunRecord | None:
         entry = await self._entry(run_key(run_id))
         if entry is None:
             return None
@@ -300,7 +314,7 @@ class RunRegistry:
         if current.state != "running" or await self.runner(current.runner_id):
             return None
         record = msgspec.structs.replace(
-            current, state="withdrawn", updated_at=now(), result=result
+            current, state=state, updated_at=now(), result=result
         )
         try:
             await self._kv.update(run_key(run_id), encode(record), last=revision)

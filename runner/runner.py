@@ -35,6 +35,7 @@ from bus.wire import RunnerState, RunRequest, RunResult, now
 from registry.registry import RunRegistry
 from runner.catalog import Catalog
 from runner.execution import handle_message
+from runner.exhaustion import ADVISORY_QUEUE, advisory_subject, on_max_deliveries
 from runner.puller import Puller
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,11 @@ class Runner:
         )
         await self._nc.subscribe(
             cancel_subjects(self.settings, self.runner_id), cb=self._on_cancel
+        )
+        await self._nc.subscribe(
+            advisory_subject(self.settings.runs_stream, self.settings.consumer),
+            queue=ADVISORY_QUEUE,
+            cb=self._on_max_deliveries,
         )
         self._started_at = now()
         await self._heartbeat_once()
@@ -312,6 +318,12 @@ class Runner:
         self.cancel_requested.add(run_id)
         work.cancel()
         await msg.respond(b'{"cancelled": true}')
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        try:
+            await on_max_deliveries(self, msg)
+        except Exception:
+            logger.exception("max-deliveries advisory failed runner=%s", self.runner_id)
 
     async def _on_disconnected(self) -> None:
         if not self.nc.is_closed:
