@@ -9,6 +9,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from bus.credentials import connect_options
 from bus.errors import PoolError
 from bus.settings import Settings
 
@@ -22,6 +23,9 @@ RECONNECT_WAIT_S = 0.5
 # nats-py counts this per server; -1 keeps a long-running process reconnecting
 # for as long as it lives, while each request keeps its own timeout.
 MAX_RECONNECT_ATTEMPTS = -1
+# The server's error texts for a rejected login and a refused subject.
+AUTHORIZATION_VIOLATION = "authorization violation"
+PERMISSIONS_VIOLATION = "permissions violation"
 # Bytes that nats-py buffers while disconnected before publishes fail.
 PENDING_BUFFER_BYTES = 2 * 1024 * 1024
 
@@ -33,7 +37,17 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
     `max_reconnect_attempts` says, so the whole attempt runs under a deadline.
     """
 
+    rejected: list[Exception] = []
+
     async def on_error(exc: Exception) -> None:
+        text = str(exc).lower()
+        if AUTHORIZATION_VIOLATION in text:
+            rejected.append(exc)
+        if PERMISSIONS_VIOLATION in text:
+            # The server refused one publish or subscription and keeps the
+            # connection, so this is the only sign of a missing permission.
+            logger.warning("nats permission denied name=%s error=%s", name, exc)
+            return
         logger.debug("nats connection error name=%s error=%r", name, exc)
 
     async def on_disconnected() -> None:
@@ -56,21 +70,37 @@ async def connect(settings: Settings, *, name: str, **options: Any) -> NATS:
         "error_cb": on_error,
         "disconnected_cb": on_disconnected,
         "reconnected_cb": on_reconnected,
+        **connect_options(settings),
     }
     arguments.update(options)
     nc = NATS()
     try:
         await asyncio.wait_for(
-            nc.connect(settings.nats_url, **arguments), timeout=settings.request_timeout
+            nc.connect(server_urls(settings.nats_url), **arguments),
+            timeout=settings.request_timeout,
         )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         await _close_quietly(nc)
+        if rejected:
+            # nats-py retries a rejected login until the deadline, which
+            # would hide the cause behind a timeout. nats-py 2.16 reports it
+            # as a plain nats.errors.Error("nats: 'Authorization Violation'").
+            raise PoolError(
+                f"NATS at {settings.nats_url} rejected the credentials of {name} "
+                "(authorization violation); check SUPERPOOL_NATS_USER and its "
+                "password, token, nkey seed or creds file"
+            ) from None
         raise PoolError(
             f"could not connect to NATS at {settings.nats_url} within "
             f"{settings.request_timeout} s ({exc!r}); start nats-server or set "
             "SUPERPOOL_NATS_URL"
         ) from None
     return nc
+
+
+def server_urls(nats_url: str) -> list[str]:
+    """Split a comma-separated URL list, such as the members of a cluster."""
+    return [url.strip() for url in nats_url.split(",") if url.strip()]
 
 
 async def close(nc: NATS) -> None:

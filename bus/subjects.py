@@ -40,6 +40,21 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+# Replies go only to inbox subjects. A request could otherwise name a subject
+# such as pool.result.<other run>, and the runner, which may publish there,
+# would overwrite another run's stored result.
+INBOX_ROOT = "_INBOX"
+
+
+def reply_subject(header: str | None) -> str | None:
+    """Return the `Pool-Reply-To` subject when it is a plain inbox, else None."""
+    if not header or not header.split(".", 1)[0].startswith(INBOX_ROOT):
+        return None
+    if any(char in header for char in "*> \t\r\n"):
+        return None
+    return header
+
+
 def run_subject(settings: Settings, task: str) -> str:
     return f"{settings.subject_prefix}.run.{check_task(task)}"
 

@@ -35,6 +35,14 @@ def configure(level: str = "INFO", log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # The SDKs log every HTTP request at INFO.
-    for noisy in ("httpx", "httpx2", "mcp", "uvicorn.access"):
+    # The SDKs log every HTTP request at INFO, and anthropic 2.16 logs each
+    # request's options, prompt text included, at DEBUG.
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "mcp",
+        "uvicorn.access",
+        "anthropic",
+        "google_genai",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

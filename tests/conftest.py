@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -48,6 +50,17 @@ def make_settings(url: str, tmp_path: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A nats-server that this test alone may stop, kill or freeze."""
+    server = EmbeddedServer(tmp_path / "own-nats")
+    server.start()
+    yield server
+    if server.pid:
+        os.kill(server.pid, signal.SIGCONT)
+    server.stop()
 
 
 @pytest.fixture

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import msgspec
 
@@ -66,3 +70,58 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = os.pathsep.join(value)
         environ[f"SUPERPOOL_{name.upper()}"] = str(value)
     return environ
+
+
+class RunnerProcess:
+    """A `superpool runner` child process, for tests that kill or freeze runners."""
+
+    def __init__(
+        self, settings: Settings, runner_id: str, log_dir: Path, slots: int = 3
+    ):
+        self.settings = settings
+        self.runner_id = runner_id
+        self.slots = slots
+        self.log_path = log_dir / f"{runner_id}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "superpool.cli",
+                    "--log-level",
+                    "INFO",
+                    "runner",
+                    "--runner-id",
+                    self.runner_id,
+                    "--slots",
+                    str(self.slots),
+                ],
+                env=settings_env(self.settings),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = WAIT_LIMIT_S) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            self.process.wait(WAIT_LIMIT_S * 4)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""

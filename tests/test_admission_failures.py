@@ -6,11 +6,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import nats
-import pytest
 
 from bus.client import PoolClient
 from bus.connection import connect
@@ -21,17 +19,6 @@ from bus.wire import RunnerState, Status
 from registry.registry import RunRegistry
 from tests.conftest import make_settings
 from tests.pool import running_pool, wait_until
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    """A nats-server that this test alone may stop, kill or freeze."""
-    server = EmbeddedServer(tmp_path / "own-nats")
-    server.start()
-    yield server
-    if server.pid:
-        os.kill(server.pid, signal.SIGCONT)
-    server.stop()
 
 
 async def provisioned(settings: Settings) -> None:
