@@ -1,4 +1,7 @@
-"""Command line: `python -m mcp_proxy --transport stdio|http [--host H] [--port P]`."""
+"""Command line: `python -m mcp_proxy --transport stdio|http [--host H] [--port P]`.
+
+The HTTP options override their `SUPERPOOL_PROXY_*` variables.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m mcp_proxy",
-        description="Serve the superpool tool super_agent_run over MCP.",
+        description="Serve the superpool tools, super_agent_run and its helpers, "
+        "over MCP.",
         epilog="Pool settings come from SUPERPOOL_* environment variables.",
     )
     parser.add_argument(
@@ -41,6 +45,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--port",
         type=int,
         help="HTTP port to bind, 0 for any free one (default: SUPERPOOL_PROXY_PORT)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="comma-separated Host header values to accept besides the loopback "
+        "names, such as a Service name (default: SUPERPOOL_PROXY_ALLOWED_HOSTS)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require 'Authorization: Bearer <token>' over HTTP, with the token "
+        "read from PATH (default: SUPERPOOL_PROXY_TOKEN_FILE)",
+    )
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        default=None,
+        help="serve HTTP without MCP sessions, for several replicas behind one "
+        "Service (default: SUPERPOOL_PROXY_STATELESS_HTTP)",
     )
     parser.add_argument(
         "--port-file",
@@ -139,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(
+            proxy_allowed_hosts=args.allowed_hosts,
+            proxy_token_file=args.token_file,
+            proxy_stateless_http=args.stateless,
+        )
         asyncio.run(run(args, settings))
     except ConfigError as exc:
         print(f"ConfigError: {exc}", file=sys.stderr)

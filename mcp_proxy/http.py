@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from bus.settings import Settings
+from mcp_proxy.security import check_exposure, transport_security
 
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+# GET returns 200 "ok" while the server runs, for liveness and readiness probes.
+HEALTH_PATH = "/healthz"
 # Open connections get this long to finish when the server stops; streams
 # that are still open after it are cancelled.
 SHUTDOWN_GRACE_S = 5
@@ -49,24 +55,41 @@ class _Server(uvicorn.Server):
 
 async def serve_http(
     server: MCPServer,
+    settings: Settings,
     host: str,
     port: int,
     *,
+    token: str = "",
     on_listening: ListeningCallback | None = None,
+    on_stopping: Callable[[], None] | None = None,
 ) -> None:
     """Serve `server` at http://host:port/mcp until cancelled.
+
+    Args:
+        server: The MCP server, built with the same `token`.
+        settings: Supplies the allowed Host names and stateless mode.
+        host: Address to bind.
+        port: Port to bind; 0 picks a free one.
+        token: The bearer token the server requires, or "" for none; used
+            here only for the start-up warnings.
+        on_listening: Called with the URL once the server accepts connections.
+        on_stopping: Called when cancellation starts the shutdown, before
+            open requests are cancelled.
 
     Raises:
         OSError: the address cannot be bound, for example because the port is
             in use.
+        ConfigError: `proxy_allowed_hosts` has an invalid entry.
     """
-    if not _is_loopback(host):
-        logger.warning(
-            "proxy binds a non-loopback address host=%s; anyone who can reach "
-            "it can start runs, and Host header checks are off",
-            host,
-        )
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    security = transport_security(settings, host)
+    check_exposure(settings, host, token)
+    server.custom_route(HEALTH_PATH, methods=["GET"])(_health)
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=settings.proxy_stateless_http,
+        transport_security=security,
+        host=host,
+    )
     with _bind(host, port) as sock:
         url = _url(host, sock.getsockname()[1])
         config = uvicorn.Config(
@@ -81,20 +104,35 @@ async def serve_http(
         def started() -> None:
             if on_listening is not None:
                 on_listening(url)
-            logger.info("proxy listening url=%s", url)
+            logger.info(
+                "proxy listening url=%s stateless=%s token=%s",
+                url,
+                settings.proxy_stateless_http,
+                "required" if token else "none",
+            )
 
         try:
-            await _run_until_cancelled(_Server(config, started), sock)
+            await _run_until_cancelled(_Server(config, started), sock, on_stopping)
         finally:
             logger.info("proxy stopped url=%s", url)
 
 
-async def _run_until_cancelled(server: _Server, sock: socket.socket) -> None:
+async def _health(request: Request) -> Response:
+    # Kubernetes probes send the pod IP as Host and no token, so this route
+    # sits outside the Host check and the token check.
+    return PlainTextResponse("ok\n")
+
+
+async def _run_until_cancelled(
+    server: _Server, sock: socket.socket, on_stopping: Callable[[], None] | None
+) -> None:
     """Run uvicorn, and on cancellation let it shut down before re-raising."""
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
+        if on_stopping is not None:
+            on_stopping()
         # Cancelling uvicorn's task directly would skip its shutdown and leave
         # the MCP session manager's tasks running.
         server.should_exit = True
@@ -113,12 +151,3 @@ def _url(host: str, port: int) -> str:
     # An IPv6 address needs brackets in a URL.
     url_host = f"[{host}]" if ":" in host else host
     return f"http://{url_host}:{port}{MCP_PATH}"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

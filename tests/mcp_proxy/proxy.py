@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
 from bus.settings import Settings
@@ -80,6 +85,21 @@ async def running_proxy(
         assert not leftover, f"tasks still running after the proxy stopped: {leftover}"
 
 
+@asynccontextmanager
+async def http_client(
+    url: str, *, mode: str = "legacy", token: str = ""
+) -> AsyncIterator[Client]:
+    """Connect the SDK's client to `url`, sending `token` as a bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # The SDK's own defaults: 30 s to connect and write, 300 s to read a stream.
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        yield client
+
+
 def is_expected(task: asyncio.Task[Any]) -> bool:
     """Tell whether `task` may outlive the proxy: the test's own or sse-starlette's.
 
@@ -90,6 +110,33 @@ def is_expected(task: asyncio.Task[Any]) -> bool:
     if task is asyncio.current_task():
         return True
     return getattr(task.get_coro(), "__qualname__", "") == "_shutdown_watcher"
+
+
+class ProgressLog:
+    """A progress callback that records every notification and when it came."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.messages: list[str] = []
+        self.times: list[float] = []
+
+    async def __call__(
+        self, progress: float, total: float | None, message: str | None
+    ) -> None:
+        self.values.append(progress)
+        self.messages.append(message or "")
+        self.times.append(time.monotonic())
+
+    def without_ticks(self) -> list[str]:
+        """Return the messages but the ticker's "still ..." ones."""
+        return [
+            message for message in self.messages if not message.startswith("still ")
+        ]
+
+    def longest_gap(self, start: float) -> float:
+        """Return the longest time without a notification since `start`."""
+        times = [start, *self.times]
+        return max(later - earlier for earlier, later in itertools.pairwise(times))
 
 
 def text_of(result: CallToolResult) -> str:

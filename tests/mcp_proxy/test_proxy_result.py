@@ -10,17 +10,19 @@ from bus.errors import ConfigError
 from bus.wire import RunError, RunEvent, RunResult, Status
 from mcp_proxy import RunToolResult
 from mcp_proxy.__main__ import load_factory, parse_args, write_port_file
+from mcp_proxy.progress import RunProgress
 from mcp_proxy.result import (
     NEXT_STEPS,
+    NO_RESULT,
     summarize,
     to_call_tool_result,
     to_tool_result,
 )
-from mcp_proxy.server import _progress_reporter
+from tests.pool import wait_until
 
 
 def test_every_status_has_advice() -> None:
-    assert set(NEXT_STEPS) == set(Status) - {Status.OK}
+    assert set(NEXT_STEPS) == (set(Status) - {Status.OK}) | {NO_RESULT}
 
 
 @pytest.mark.parametrize("status", [s for s in Status if s is not Status.OK])
@@ -77,12 +79,51 @@ class BrokenContext:
         raise ConnectionResetError("client went away")
 
 
+class RecordingContext:
+    """A tool context that records the progress it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str | None]] = []
+
+    async def report_progress(
+        self, progress: float, total: float | None, message: str | None
+    ) -> None:
+        self.sent.append((progress, message))
+
+
 async def test_progress_failure_ignored() -> None:
     context = BrokenContext()
-    report = _progress_reporter(context)  # type: ignore[arg-type]
-    await report(RunEvent(kind="progress", run_id="r", message="working"))
-    await report(RunEvent(kind="result", run_id="r"))
-    assert context.calls == 1
+    async with RunProgress(context, "r", interval_s=60) as progress:
+        await progress.on_event(RunEvent(kind="progress", run_id="r", message="work"))
+        await progress.on_event(RunEvent(kind="result", run_id="r"))
+    # The first notification is "submitted ..."; the result event sends none.
+    assert context.calls == 2
+
+
+async def test_progress_ticker_fires() -> None:
+    context = RecordingContext()
+    async with RunProgress(context, "r9", interval_s=0.01) as progress:
+        await wait_until(lambda: len(context.sent), lambda count: count >= 3)
+        ticker = progress._ticker
+    assert ticker is not None
+    assert ticker.done()
+    messages = [message for _, message in context.sent]
+    assert messages[0] == "submitted run_id=r9; waiting for a runner"
+    assert messages[1].startswith("still queued, ")
+    assert messages[1].endswith(" s elapsed run_id=r9")
+    values = [value for value, _ in context.sent]
+    assert values == list(range(1, len(values) + 1))
+
+
+async def test_progress_busy_moves_run_id() -> None:
+    context = RecordingContext()
+    async with RunProgress(context, "r9", interval_s=60) as progress:
+        busy = RunResult(run_id="r9", status=Status.POOL_BUSY)
+        await progress.on_busy(1, busy, 0.25)
+        assert progress.run_id == "r9-2"
+        await progress.finished(RunResult(run_id="r9-2", status=Status.OK))
+    assert context.sent[1] == (2, "all slots busy (attempt 1); trying again in 0.2 s")
+    assert context.sent[2] == (3, "finished status=OK run_id=r9-2")
 
 
 def test_args_defaults() -> None:
