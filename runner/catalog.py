@@ -1,8 +1,9 @@
 """The model catalog: the models each adapter may run, their aliases and prices.
 
-The catalog ships as `runner/catalog.toml`, and `Catalog.load(path)` reads
-another file of the same shape. Each adapter has a table with its default model and one
-table per model:
+The catalog ships as `runner/catalog.toml`. `Catalog.load(path)` reads another
+file of the same shape, and the setting `catalog_path`
+(`SUPERPOOL_CATALOG_PATH`) makes runners use one. Each adapter has a table with
+its default model and one table per model:
 
     [adapters.claude]
     default = "claude-sonnet-4-6"
@@ -15,6 +16,7 @@ table per model:
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,9 +26,12 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from bus.errors import ConfigError, InvalidRequestError
-from bus.wire import ADAPTERS, Usage
+from bus.settings import Settings
+from bus.wire import ADAPTERS, AUTO_ADAPTER, RunResult, Usage
 
 SHIPPED_CATALOG = "catalog.toml"
+# Adapters with models; "auto" has none, because it routes to one of these.
+MODEL_ADAPTERS = tuple(name for name in ADAPTERS if name != AUTO_ADAPTER)
 # The echo adapter reads delay and failure options from model_hint, not a model.
 ECHO_ADAPTER = "echo"
 # Prices in the catalog are per million tokens.
@@ -163,6 +168,16 @@ class Catalog:
             return model.name, ()
         return default, (self._unused_hint_note(adapter, hint, default),)
 
+    def cheapest(self, adapter: str) -> Model:
+        """Return `adapter`'s model with the lowest input plus output price.
+
+        Of models with the same price, the first in the catalog wins.
+        """
+        return min(
+            self.models(adapter),
+            key=lambda model: model.input_usd_per_mtok + model.output_usd_per_mtok,
+        )
+
     def price(self, adapter: str, model: str) -> Model | None:
         """Return the entry that prices `model`, allowing dated snapshot names.
 
@@ -219,6 +234,48 @@ class Catalog:
         )
 
 
+def with_cost(
+    catalog: Catalog, result: RunResult, usage: Usage, provider_model: str = ""
+) -> RunResult:
+    """Return `result` with `usage` and its price in USD.
+
+    The model the provider reported, such as a dated snapshot, is priced when
+    the catalog lists it; otherwise the run is priced as `result.model` and a
+    note says so.
+
+    Raises:
+        ConfigError: the catalog has no price for `result.model` either.
+    """
+    model = provider_model or result.model
+    notes = result.notes
+    try:
+        cost = catalog.cost(result.adapter, model, usage)
+    except ConfigError:
+        cost = catalog.cost(result.adapter, result.model, usage)
+        notes += (f"priced as {result.model}: the catalog has no price for {model}",)
+    return msgspec.structs.replace(
+        result, model=model, usage=usage, cost_usd=cost, notes=notes
+    )
+
+
+def catalog_for(settings: Settings, loaded: Catalog) -> Catalog:
+    """Return the catalog that `settings.catalog_path` names, else `loaded`.
+
+    Each file is read once per process.
+
+    Raises:
+        ConfigError: the file cannot be read or is invalid.
+    """
+    if not settings.catalog_path:
+        return loaded
+    return _load_cached(settings.catalog_path)
+
+
+@functools.cache
+def _load_cached(path: str) -> Catalog:
+    return Catalog.load(path)
+
+
 def _key(name: str) -> str:
     return name.strip().casefold()
 
@@ -260,14 +317,14 @@ def _rebase_path(message: str, where: str) -> str:
 
 
 def _check_adapters(source: str, adapters: Mapping[str, Any]) -> None:
-    unknown = sorted(set(adapters) - set(ADAPTERS))
+    unknown = sorted(set(adapters) - set(MODEL_ADAPTERS))
     if unknown:
         raise ConfigError(
             "catalog",
             f"model catalog {source} has an entry for unknown adapter {unknown[0]!r}: "
-            f"use one of {', '.join(ADAPTERS)}",
+            f"use one of {', '.join(MODEL_ADAPTERS)}",
         )
-    for adapter in ADAPTERS:
+    for adapter in MODEL_ADAPTERS:
         if adapter not in adapters:
             raise ConfigError(
                 "catalog",

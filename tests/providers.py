@@ -24,6 +24,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 LOOPBACK = "127.0.0.1"
+# Fake keys: the loopback servers accept anything, and no real key is needed.
+FAKE_ANTHROPIC_KEY = "sk-ant-test-0000-not-a-real-key"
+FAKE_GEMINI_KEY = "AIzaTest-gemini-not-a-real-key"
+FAKE_GOOGLE_KEY = "AIzaTest-google-not-a-real-key"
+# Variables that the SDKs read and that would point the tests elsewhere.
+SDK_ENV = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_CUSTOM_HEADERS",
+    "ANTHROPIC_PROFILE",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+    "GOOGLE_GENAI_API_VERSION",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_GENAI_USE_ENTERPRISE",
+    "GOOGLE_GENAI_CLIENT_MODE",
+)
 # Bounds the shutdown of the server thread and the wait on idle keep-alive
 # connections, so that a stuck client cannot hang a test.
 STOP_TIMEOUT_S = 5.0
@@ -76,6 +95,10 @@ class ProviderServer:
         """Return a copy of the requests received so far, oldest first."""
         with self._lock:
             return list(self._requests)
+
+    def sent_text(self) -> str:
+        """Return every request body received so far as one JSON text."""
+        return "\n".join(json.dumps(request.body) for request in self.requests)
 
     def enqueue(self, *replies: Reply) -> None:
         """Append responses to the script, which requests consume oldest first."""
@@ -160,7 +183,11 @@ def _handler_for(server: ProviderServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.send_header("content-length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up first, as a test of a timeout makes it.
+                self.close_connection = True
 
     return Handler
 
@@ -210,6 +237,37 @@ def anthropic_message(
         "stop_sequence": None,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
     }
+
+
+def anthropic_tool_use(
+    *,
+    model: str,
+    calls: list[tuple[str, str, dict[str, Any]]],
+    text: str = "",
+    input_tokens: int = 10,
+    output_tokens: int = 5,
+) -> ScriptedResponse:
+    """Build a turn that asks for tools: `calls` are (id, name, input) triples."""
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    blocks += [
+        {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
+        for call_id, name, arguments in calls
+    ]
+    body = anthropic_message(
+        model=model,
+        content=blocks,
+        stop_reason="tool_use",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+    return ScriptedResponse(body=body)
+
+
+def anthropic_tool_results(request: RecordedRequest) -> list[dict[str, Any]]:
+    """Return the tool_result blocks of a request's last user message."""
+    last = request.body["messages"][-1]
+    assert last["role"] == "user"
+    return [block for block in last["content"] if block["type"] == "tool_result"]
 
 
 def anthropic_error(
@@ -282,6 +340,34 @@ def gemini_response(
         "modelVersion": model_version,
         "responseId": response_id,
     }
+
+
+def gemini_function_call(
+    *,
+    model_version: str,
+    calls: list[tuple[str, dict[str, Any]]],
+    prompt_tokens: int = 10,
+    candidates_tokens: int = 5,
+) -> ScriptedResponse:
+    """Build a turn that calls functions: `calls` are (name, args) pairs."""
+    parts = [
+        {"functionCall": {"id": f"call-{index}", "name": name, "args": arguments}}
+        for index, (name, arguments) in enumerate(calls, 1)
+    ]
+    body = gemini_response(
+        model_version=model_version,
+        parts=parts,
+        prompt_tokens=prompt_tokens,
+        candidates_tokens=candidates_tokens,
+    )
+    return ScriptedResponse(body=body)
+
+
+def gemini_function_responses(request: RecordedRequest) -> list[dict[str, Any]]:
+    """Return the functionResponse objects of a request's last user turn."""
+    last = request.body["contents"][-1]
+    assert last["role"] == "user"
+    return [part["functionResponse"] for part in last["parts"]]
 
 
 def gemini_blocked(

@@ -1,23 +1,39 @@
-"""The claude adapter: answer a prompt with the Anthropic Messages API.
+"""The claude adapter: a one-shot agent on the Anthropic Messages API.
 
-The anthropic SDK is imported on the first run, not with this module, so a
-runner that never calls Claude does not load it.
+The model gets the prompt and the file tools. While it stops with
+`stop_reason "tool_use"`, the adapter runs each `tool_use` block and sends
+the results back as `tool_result` blocks in the next user turn, up to
+`max_turns` model calls. The anthropic SDK is imported on the first run, not
+with this module, so a runner that never calls Claude does not load it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 from bus.errors import AdapterError
 from bus.wire import Usage
-from runner.adapters.base import AdapterOutput, AdapterRun, redact
+from runner.adapters.base import (
+    RETRYABLE_STATUSES,
+    AdapterOutput,
+    AdapterRun,
+    ProviderFailure,
+    call_with_retries,
+    parse_retry_after,
+    redact,
+    run_tool,
+    system_prompt,
+    turn_limit_error,
+)
+from runner.tools import Toolbox, anthropic_tools
 
 if TYPE_CHECKING:
     from anthropic import APIStatusError, AsyncAnthropic
-    from anthropic.types import Message, MessageParam
+    from anthropic.types import Message, MessageParam, ToolResultBlockParam
 
 logger = logging.getLogger(__name__)
 
@@ -35,92 +51,139 @@ _STATUS_HINTS = {
 
 
 class ClaudeAdapter:
-    """Send each run's prompt to Claude as one user message."""
+    """Run each prompt as a tool-using conversation with Claude."""
 
     name = "claude"
 
-    def __init__(self, *, max_retries: int = 2) -> None:
-        """Set how often the SDK retries a 408, 409, 429, 5xx or connection failure."""
-        self.max_retries = max_retries
-
     async def run(self, run: AdapterRun) -> AdapterOutput:
-        """Call the Messages API with `run.model` and return the response text.
+        """Converse with `run.model` until it replies without a tool call.
 
-        The whole call, retries included, ends after the request's `timeout_s`
-        or else `settings.default_timeout_s`.
+        The whole run, retries and tool calls included, ends after the
+        request's `timeout_s` or else `settings.default_timeout_s`.
 
         Raises:
-            AdapterError: the API key is missing or the API call failed. Each
-                copy of the API key in the message is replaced by [redacted].
-            TimeoutError: the call did not finish in time.
+            AdapterError: the API key is missing, the API call failed, the
+                model refused or gave an empty answer, or a bound ended the
+                run. Each copy of the API key in the message is replaced by
+                [redacted].
+            TimeoutError: the run did not finish in time.
         """
         api_key = _api_key()
-        timeout_s = run.request.timeout_s or run.settings.default_timeout_s
         import anthropic
 
+        # The SDK's own retries are off: call_with_retries logs each retry and
+        # keeps every wait inside the run's timeout.
         client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=run.settings.anthropic_base_url or None,
-            max_retries=self.max_retries,
+            max_retries=0,
         )
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        deadline = asyncio.get_running_loop().time() + run.timeout_s
+        conversation = _Conversation(client, run, api_key, deadline)
         async with client:
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self._converse(client, run, deadline)
+                    return await conversation.converse()
             except (TimeoutError, anthropic.APITimeoutError):
                 raise TimeoutError(
-                    f"claude call did not finish within {timeout_s:g} s"
+                    f"claude run did not finish within {run.timeout_s:g} s"
                 ) from None
-            except anthropic.APIStatusError as exc:
-                message = _describe_status_error(exc)
-            except anthropic.APIConnectionError as exc:
-                message = f"claude API at {client.base_url} could not be reached"
-                if exc.__cause__ is not None:
-                    message += f": {type(exc.__cause__).__name__}: {exc.__cause__}"
-            except anthropic.APIError as exc:
-                message = f"claude API call failed: {exc.message}"
+            except AdapterError as exc:
+                message = str(exc)
         # Chaining would keep the SDK error, whose text may contain the key.
         raise AdapterError(self.name, redact(message, api_key)) from None
 
-    async def _converse(
-        self, client: AsyncAnthropic, run: AdapterRun, deadline: float
-    ) -> AdapterOutput:
-        messages: list[MessageParam] = [{"role": "user", "content": run.prompt}]
-        message = await self._create_message(client, run, messages, deadline)
-        # TODO: run tools here while message.stop_reason is "tool_use": append
-        # the assistant turn and the tool results to `messages`, send them again
-        # and add up the usage of every turn.
-        return _output(message, run)
 
-    async def _create_message(
-        self,
-        client: AsyncAnthropic,
-        run: AdapterRun,
-        messages: list[MessageParam],
-        deadline: float,
-    ) -> Message:
-        await run.progress(f"calling {run.model}")
+class _Conversation:
+    """The messages of one run and the loop that extends them."""
+
+    def __init__(
+        self, client: AsyncAnthropic, run: AdapterRun, api_key: str, deadline: float
+    ) -> None:
+        self.client = client
+        self.run = run
+        self.api_key = api_key
+        self.deadline = deadline
+        self.toolbox = Toolbox.for_run(run)
+        self.messages: list[MessageParam] = [{"role": "user", "content": run.prompt}]
+
+    async def converse(self) -> AdapterOutput:
+        run = self.run
+        for turn in range(1, run.settings.max_turns + 1):
+            message = await call_with_retries(
+                functools.partial(self._create, turn),
+                classify=self._classify,
+                run=run,
+                adapter="claude",
+                deadline=self.deadline,
+            )
+            run.add_usage(message.usage.input_tokens, message.usage.output_tokens)
+            calls = [block for block in message.content if block.type == "tool_use"]
+            if message.stop_reason != "tool_use" or not calls:
+                return _final(message, run)
+            if turn == run.settings.max_turns:
+                break
+            self.messages.append({"role": "assistant", "content": message.content})
+            results = [await self._tool_result(block) for block in calls]
+            self.messages.append({"role": "user", "content": results})
+        raise turn_limit_error("claude", run)
+
+    async def _create(self, turn: int) -> Message:
+        run = self.run
+        await run.progress(f"calling {run.model} (turn {turn})")
         # The SDK would limit each attempt to 600 s, so allow the time left.
         # NOTE: an explicit timeout also skips the SDK's check that requires
         # streaming when max_tokens suggests a response longer than 10 minutes.
-        remaining_s = max(deadline - asyncio.get_running_loop().time(), 0.001)
-        message = await client.messages.create(
+        remaining_s = max(self.deadline - asyncio.get_running_loop().time(), 0.001)
+        message = await self.client.messages.create(
             model=run.model,
             max_tokens=run.settings.max_output_tokens,
-            messages=messages,
+            system=system_prompt(self.toolbox),
+            messages=self.messages,
+            tools=anthropic_tools(self.toolbox.specs),  # type: ignore[arg-type]
             timeout=remaining_s,
         )
         logger.info(
-            "claude message done run_id=%s model=%s stop_reason=%s "
+            "claude message done run_id=%s model=%s turn=%d stop_reason=%s "
             "input_tokens=%d output_tokens=%d",
             run.request.run_id,
             message.model,
+            turn,
             message.stop_reason,
             message.usage.input_tokens,
             message.usage.output_tokens,
         )
         return message
+
+    async def _tool_result(self, block: Any) -> ToolResultBlockParam:
+        result = await run_tool(self.run, self.toolbox, block.name, block.input)
+        return {
+            "type": "tool_result",
+            "tool_use_id": block.id,
+            "content": result.text,
+            "is_error": result.is_error,
+        }
+
+    def _classify(self, exc: Exception) -> ProviderFailure | None:
+        import anthropic
+
+        if isinstance(exc, anthropic.APITimeoutError):
+            return None
+        if isinstance(exc, anthropic.APIStatusError):
+            return ProviderFailure(
+                redact(_describe_status_error(exc), self.api_key),
+                retryable=exc.status_code in RETRYABLE_STATUSES,
+                retry_after_s=parse_retry_after(exc.response.headers),
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
+            message = f"claude API at {self.client.base_url} could not be reached"
+            if exc.__cause__ is not None:
+                message += f": {type(exc.__cause__).__name__}: {exc.__cause__}"
+            return ProviderFailure(redact(message, self.api_key), retryable=True)
+        if isinstance(exc, anthropic.APIError):
+            message = f"claude API call failed: {exc.message}"
+            return ProviderFailure(redact(message, self.api_key), retryable=False)
+        return None
 
 
 def _api_key() -> str:
@@ -135,28 +198,33 @@ def _api_key() -> str:
     return api_key
 
 
-def _output(message: Message, run: AdapterRun) -> AdapterOutput:
+def _final(message: Message, run: AdapterRun) -> AdapterOutput:
+    """Return the text of the last turn, or raise for a refusal or an empty reply."""
     text = "".join(block.text for block in message.content if block.type == "text")
+    if message.stop_reason == "refusal":
+        raise AdapterError(
+            "claude", "claude declined to answer (stop_reason 'refusal')"
+        )
+    if not text.strip():
+        raise AdapterError(
+            "claude",
+            f"claude returned an empty answer (stop_reason {message.stop_reason!r})",
+        )
+    notes: tuple[str, ...] = ()
+    if message.stop_reason == "max_tokens":
+        notes = (
+            f"the answer was cut off at max_output_tokens="
+            f"{run.settings.max_output_tokens}",
+        )
     return AdapterOutput(
         output=text,
         model=message.model or run.model,
         usage=Usage(
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
+            input_tokens=run.spent.input_tokens,
+            output_tokens=run.spent.output_tokens,
         ),
-        notes=_stop_notes(message.stop_reason, run),
+        notes=notes,
     )
-
-
-def _stop_notes(stop_reason: str | None, run: AdapterRun) -> tuple[str, ...]:
-    if stop_reason == "max_tokens":
-        return (
-            f"the answer was cut off at max_output_tokens="
-            f"{run.settings.max_output_tokens}",
-        )
-    if stop_reason == "refusal":
-        return ("claude declined to answer (stop_reason 'refusal')",)
-    return ()
 
 
 def _describe_status_error(exc: APIStatusError) -> str:

@@ -1,35 +1,67 @@
-"""The gemini adapter: answer a prompt with the Gemini generateContent API.
+"""The gemini adapter: a one-shot agent on the Gemini generateContent API.
 
-The google-genai SDK is imported on the first run, not with this module, so a
-runner that never calls Gemini does not load it.
+The model gets the prompt and the file tools as function declarations. The
+SDK's automatic function calling is off, so the adapter runs each
+`functionCall` itself through the tools. It sends a `functionResponse` part
+back in the next user turn, up to `max_turns` model calls. The google-genai
+SDK is imported on the first run, not with this module, so a runner that
+never calls Gemini does not load it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bus.errors import AdapterError
 from bus.wire import Usage
-from runner.adapters.base import AdapterOutput, AdapterRun, redact
+from runner.adapters.base import (
+    RETRYABLE_STATUSES,
+    AdapterOutput,
+    AdapterRun,
+    ProviderFailure,
+    call_with_retries,
+    parse_retry_after,
+    redact,
+    run_tool,
+    system_prompt,
+    turn_limit_error,
+)
+from runner.tools import Toolbox, gemini_declarations
 
 if TYPE_CHECKING:
     from google.genai.client import AsyncClient
     from google.genai.errors import APIError
     from google.genai.types import (
+        Candidate,
         Content,
+        FunctionCall,
+        GenerateContentConfig,
         GenerateContentResponse,
         GenerateContentResponseUsageMetadata,
-        HttpRetryOptions,
+        Part,
     )
 
 logger = logging.getLogger(__name__)
 
 # Checked in this order, although the SDK on its own prefers GOOGLE_API_KEY.
 API_KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+# Finish reasons that mean Gemini withheld its reply.
+BLOCKED_FINISH_REASONS = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+    }
+)
 
 # "{key_env}" is replaced by the variable that supplied the key.
 _STATUS_HINTS = {
@@ -42,104 +74,193 @@ _STATUS_HINTS = {
 
 
 class GeminiAdapter:
-    """Send each run's prompt to Gemini as one user turn."""
+    """Run each prompt as a function-calling conversation with Gemini."""
 
     name = "gemini"
 
-    def __init__(self, *, max_retries: int = 2) -> None:
-        """Set how often the SDK retries 408, 429, 500, 502-504 and network errors."""
-        self.max_retries = max_retries
-
     async def run(self, run: AdapterRun) -> AdapterOutput:
-        """Call generateContent with `run.model` and return the response text.
+        """Converse with `run.model` until it replies without a function call.
 
-        The whole call, retries included, ends after the request's `timeout_s`
-        or else `settings.default_timeout_s`.
+        The whole run, retries and tool calls included, ends after the
+        request's `timeout_s` or else `settings.default_timeout_s`.
 
         Raises:
-            AdapterError: no API key is set, the prompt was blocked, or the API
-                call failed. Each copy of the API key in the message is replaced
-                by [redacted].
-            TimeoutError: the call did not finish in time.
+            AdapterError: no API key is set, the API call failed, Gemini
+                blocked the prompt or the answer, the answer was empty, or a
+                bound ended the run. Each copy of the API key in the message
+                is replaced by [redacted].
+            TimeoutError: the run did not finish in time.
         """
         api_key, key_env = _api_key()
-        timeout_s = run.request.timeout_s or run.settings.default_timeout_s
         import httpx2
         from google import genai
-        from google.genai import errors, types
+        from google.genai import types
 
+        # No retry_options: the SDK does not retry, and call_with_retries
+        # logs each retry and keeps every wait inside the run's timeout.
         options = types.HttpOptions(
             base_url=run.settings.gemini_base_url or None,
-            timeout=math.ceil(timeout_s * 1000),
-            retry_options=self._retry_options(),
+            timeout=math.ceil(run.timeout_s * 1000),
         )
         # `enterprise=False` keeps GOOGLE_GENAI_USE_VERTEXAI and
         # GOOGLE_GENAI_USE_ENTERPRISE from switching the client to Vertex AI.
         client = genai.Client(api_key=api_key, enterprise=False, http_options=options)
+        deadline = asyncio.get_running_loop().time() + run.timeout_s
         # The client opens a sync and an async HTTP pool, and both need closing.
         with client:
             async with client.aio as aio:
+                conversation = _Conversation(aio, run, api_key, key_env, deadline)
                 try:
-                    async with asyncio.timeout(timeout_s):
-                        return await self._converse(aio, run)
+                    async with asyncio.timeout_at(deadline):
+                        return await conversation.converse()
                 except (TimeoutError, httpx2.TimeoutException):
                     raise TimeoutError(
-                        f"gemini call did not finish within {timeout_s:g} s"
+                        f"gemini run did not finish within {run.timeout_s:g} s"
                     ) from None
-                except errors.APIError as exc:
-                    message = _describe_api_error(exc, key_env)
-                except httpx2.TransportError as exc:
-                    base_url = options.base_url or "the default endpoint"
-                    message = (
-                        f"gemini API at {base_url} could not be reached: "
-                        f"{type(exc).__name__}: {exc}"
-                    )
+                except AdapterError as exc:
+                    message = str(exc)
         # Chaining would keep the SDK error, whose text may contain the key.
         raise AdapterError(self.name, redact(message, api_key)) from None
 
-    def _retry_options(self) -> HttpRetryOptions | None:
-        from google.genai import types
 
-        if self.max_retries <= 0:
-            return None
-        return types.HttpRetryOptions(attempts=self.max_retries + 1)
+class _Conversation:
+    """The contents of one run and the loop that extends them."""
 
-    async def _converse(self, aio: AsyncClient, run: AdapterRun) -> AdapterOutput:
-        from google.genai import types
-
-        contents = [types.Content(role="user", parts=[types.Part(text=run.prompt)])]
-        response = await self._generate(aio, run, contents)
-        # TODO: run tools here while the response contains function calls:
-        # append the model turn and the function responses to `contents`, send
-        # them again and add up the usage of every turn.
-        return _output(response, run)
-
-    async def _generate(
+    def __init__(
         self,
         aio: AsyncClient,
         run: AdapterRun,
-        contents: list[Content],
-    ) -> GenerateContentResponse:
+        api_key: str,
+        key_env: str,
+        deadline: float,
+    ) -> None:
         from google.genai import types
 
-        await run.progress(f"calling {run.model}")
-        config = types.GenerateContentConfig(
-            max_output_tokens=run.settings.max_output_tokens
-        )
-        response = await aio.models.generate_content(
-            model=run.model, contents=contents, config=config
+        self.aio = aio
+        self.run = run
+        self.api_key = api_key
+        self.key_env = key_env
+        self.deadline = deadline
+        self.toolbox = Toolbox.for_run(run)
+        self.contents: list[Content] = [
+            types.Content(role="user", parts=[types.Part(text=run.prompt)])
+        ]
+        self.config = _config(run, self.toolbox)
+
+    async def converse(self) -> AdapterOutput:
+        run = self.run
+        for turn in range(1, run.settings.max_turns + 1):
+            response = await call_with_retries(
+                functools.partial(self._generate, turn),
+                classify=self._classify,
+                run=run,
+                adapter="gemini",
+                deadline=self.deadline,
+            )
+            usage = _usage(response.usage_metadata)
+            run.add_usage(usage.input_tokens, usage.output_tokens)
+            candidate = _candidate(response)
+            calls = _function_calls(candidate)
+            if not calls:
+                return _final(response, candidate, run)
+            if turn == run.settings.max_turns:
+                break
+            if candidate.content is not None:
+                self.contents.append(candidate.content)
+            parts = [await self._function_response(call) for call in calls]
+            self.contents.append(_user_turn(parts))
+        raise turn_limit_error("gemini", run)
+
+    async def _generate(self, turn: int) -> GenerateContentResponse:
+        run = self.run
+        await run.progress(f"calling {run.model} (turn {turn})")
+        response = await self.aio.models.generate_content(
+            model=run.model, contents=self.contents, config=self.config
         )
         usage = _usage(response.usage_metadata)
         logger.info(
-            "gemini response done run_id=%s model=%s finish_reason=%s "
+            "gemini response done run_id=%s model=%s turn=%d finish_reason=%s "
             "input_tokens=%d output_tokens=%d",
             run.request.run_id,
             response.model_version or run.model,
+            turn,
             _finish_reason(response),
             usage.input_tokens,
             usage.output_tokens,
         )
         return response
+
+    async def _function_response(self, call: FunctionCall) -> Part:
+        from google.genai import types
+
+        name = call.name or ""
+        result = await run_tool(self.run, self.toolbox, name, call.args or {})
+        # Gemini reads the "output" key as the result and "error" as a failure.
+        key = "error" if result.is_error else "output"
+        return types.Part(
+            function_response=types.FunctionResponse(
+                id=call.id, name=name, response={key: result.text}
+            )
+        )
+
+    def _classify(self, exc: Exception) -> ProviderFailure | None:
+        import httpx2
+        from google.genai import errors
+
+        if isinstance(exc, errors.APIError):
+            return ProviderFailure(
+                redact(_describe_api_error(exc, self.key_env), self.api_key),
+                retryable=exc.code in RETRYABLE_STATUSES,
+                retry_after_s=parse_retry_after(_headers(exc)),
+            )
+        if isinstance(exc, httpx2.TimeoutException):
+            return None
+        if isinstance(exc, httpx2.TransportError):
+            base_url = self.run.settings.gemini_base_url or "the default endpoint"
+            message = (
+                f"gemini API at {base_url} could not be reached: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            return ProviderFailure(redact(message, self.api_key), retryable=True)
+        return None
+
+
+def _config(run: AdapterRun, toolbox: Toolbox) -> GenerateContentConfig:
+    from google.genai import types
+
+    declarations = [
+        types.FunctionDeclaration(**declaration)
+        for declaration in gemini_declarations(toolbox.specs)
+    ]
+    return types.GenerateContentConfig(
+        max_output_tokens=run.settings.max_output_tokens,
+        system_instruction=system_prompt(toolbox),
+        tools=[types.Tool(function_declarations=declarations)],
+        # The runner executes every call itself, through the path check.
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+
+
+def _user_turn(parts: list[Part]) -> Content:
+    from google.genai import types
+
+    return types.Content(role="user", parts=parts)
+
+
+def _candidate(response: GenerateContentResponse) -> Candidate:
+    """Return the first candidate, or raise when Gemini blocked the prompt."""
+    if not response.candidates:
+        raise AdapterError("gemini", _blocked_message(response))
+    return response.candidates[0]
+
+
+def _function_calls(candidate: Candidate) -> list[FunctionCall]:
+    parts = (candidate.content.parts if candidate.content else None) or []
+    return [part.function_call for part in parts if part.function_call is not None]
+
+
+def _headers(exc: APIError) -> Any:
+    return getattr(exc.response, "headers", None)
 
 
 def _api_key() -> tuple[str, str]:
@@ -156,17 +277,31 @@ def _api_key() -> tuple[str, str]:
     )
 
 
-def _output(response: GenerateContentResponse, run: AdapterRun) -> AdapterOutput:
-    if not response.candidates:
-        raise AdapterError("gemini", _blocked_message(response))
-    content = response.candidates[0].content
-    parts = (content.parts if content else None) or []
+def _final(
+    response: GenerateContentResponse, candidate: Candidate, run: AdapterRun
+) -> AdapterOutput:
+    """Return the text of the last turn, or raise for a block or an empty reply."""
+    finish_reason = _finish_reason(response)
+    if finish_reason in BLOCKED_FINISH_REASONS:
+        raise AdapterError(
+            "gemini", f"gemini blocked the answer (finish_reason {finish_reason})"
+        )
+    parts = (candidate.content.parts if candidate.content else None) or []
     text = "".join(part.text for part in parts if part.text and not part.thought)
+    if not text.strip():
+        raise AdapterError(
+            "gemini",
+            "gemini returned an empty answer "
+            f"(finish_reason {finish_reason or 'none'})",
+        )
     return AdapterOutput(
         output=text,
         model=response.model_version or run.model,
-        usage=_usage(response.usage_metadata),
-        notes=_finish_notes(_finish_reason(response), run),
+        usage=Usage(
+            input_tokens=run.spent.input_tokens,
+            output_tokens=run.spent.output_tokens,
+        ),
+        notes=_finish_notes(finish_reason, run),
     )
 
 
@@ -217,7 +352,7 @@ def _describe_api_error(exc: APIError, key_env: str) -> str:
     status = f" {exc.status}" if exc.status else ""
     detail = exc.message or "no error message"
     message = f"gemini API returned HTTP {exc.code}{status}: {detail}"
-    retry_after = _retry_after(exc)
+    retry_after = (_headers(exc) or {}).get("retry-after")
     if retry_after:
         message += f" (retry-after {retry_after} s)"
     hint = _STATUS_HINTS.get(exc.code)
@@ -226,10 +361,3 @@ def _describe_api_error(exc: APIError, key_env: str) -> str:
     if hint:
         message += ". " + hint.format(key_env=key_env)
     return message
-
-
-def _retry_after(exc: APIError) -> str:
-    headers = getattr(exc.response, "headers", None)
-    if headers is None:
-        return ""
-    return headers.get("retry-after") or ""

@@ -5,20 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bus.errors import AdapterError, InvalidRequestError
-from bus.settings import Settings
-from bus.wire import RunRequest
 from runner.adapters import ADAPTER_NAMES, get_adapter
 from runner.adapters.base import AdapterOutput, AdapterRun
 from runner.adapters.claude import ClaudeAdapter
 from runner.adapters.echo import EchoAdapter
 from runner.adapters.gemini import GeminiAdapter
 from tests.providers import (
+    FAKE_GEMINI_KEY,
+    FAKE_GOOGLE_KEY,
     AnthropicServer,
     GeminiServer,
     ScriptedResponse,
@@ -28,115 +27,21 @@ from tests.providers import (
     gemini_error,
     gemini_response,
 )
-
-FAKE_ANTHROPIC_KEY = "sk-ant-test-0000-not-a-real-key"
-FAKE_GEMINI_KEY = "AIzaTest-gemini-not-a-real-key"
-FAKE_GOOGLE_KEY = "AIzaTest-google-not-a-real-key"
-PROMPT = "Name three prime numbers."
-MAX_OUTPUT_TOKENS = 321
-# Upper bound in seconds for calls that should end at once, so a hang fails.
-QUICK_S = 5.0
-
-# Variables that the SDKs read and that would point the tests elsewhere.
-SDK_ENV = (
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_CUSTOM_HEADERS",
-    "ANTHROPIC_PROFILE",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GEMINI_BASE_URL",
-    "GOOGLE_GENAI_API_VERSION",
-    "GOOGLE_GENAI_USE_VERTEXAI",
-    "GOOGLE_GENAI_USE_ENTERPRISE",
-    "GOOGLE_GENAI_CLIENT_MODE",
+from tests.runner.agents import (
+    MAX_OUTPUT_TOKENS,
+    PROMPT,
+    QUICK_S,
+    claude_run,
+    gemini_run,
 )
 
 
-@pytest.fixture(autouse=True)
-def clean_sdk_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in SDK_ENV:
-        monkeypatch.delenv(name, raising=False)
+async def run_claude(run: AdapterRun) -> AdapterOutput:
+    return await ClaudeAdapter().run(run)
 
 
-@pytest.fixture
-def anthropic_server() -> Iterator[AnthropicServer]:
-    with AnthropicServer() as server:
-        yield server
-
-
-@pytest.fixture
-def gemini_server() -> Iterator[GeminiServer]:
-    with GeminiServer() as server:
-        yield server
-
-
-@pytest.fixture
-def anthropic_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_ANTHROPIC_KEY)
-    return FAKE_ANTHROPIC_KEY
-
-
-@pytest.fixture
-def gemini_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("GEMINI_API_KEY", FAKE_GEMINI_KEY)
-    return FAKE_GEMINI_KEY
-
-
-@pytest.fixture
-def closed_url() -> str:
-    """Return the URL of a loopback port on which nothing listens any more."""
-    with AnthropicServer() as server:
-        return server.url
-
-
-def make_run(
-    tmp_path: Path,
-    *,
-    adapter: str,
-    model: str,
-    base_url: str,
-    timeout_s: float | None = None,
-) -> AdapterRun:
-    settings = Settings(
-        anthropic_base_url=base_url if adapter == "claude" else "",
-        gemini_base_url=base_url if adapter == "gemini" else "",
-        max_output_tokens=MAX_OUTPUT_TOKENS,
-        default_timeout_s=30.0,
-    )
-    request = RunRequest(
-        task="adapter-test",
-        run_id="run-1",
-        prompt_text=PROMPT,
-        adapter=adapter,
-        timeout_s=timeout_s,
-    )
-    return AdapterRun(request, PROMPT, tmp_path, model, settings)
-
-
-def claude_run(
-    tmp_path: Path, url: str, model: str = "claude-sonnet-4-6", **kwargs: float
-) -> AdapterRun:
-    return make_run(tmp_path, adapter="claude", model=model, base_url=url, **kwargs)
-
-
-def gemini_run(
-    tmp_path: Path, url: str, model: str = "gemini-2.5-flash-lite", **kwargs: float
-) -> AdapterRun:
-    return make_run(tmp_path, adapter="gemini", model=model, base_url=url, **kwargs)
-
-
-async def run_claude(
-    run: AdapterRun, adapter: ClaudeAdapter | None = None
-) -> AdapterOutput:
-    return await (adapter or ClaudeAdapter()).run(run)
-
-
-async def run_gemini(
-    run: AdapterRun, adapter: GeminiAdapter | None = None
-) -> AdapterOutput:
-    return await (adapter or GeminiAdapter()).run(run)
+async def run_gemini(run: AdapterRun) -> AdapterOutput:
+    return await GeminiAdapter().run(run)
 
 
 def assert_no_secret(error: BaseException, secret: str) -> None:
@@ -311,7 +216,7 @@ async def test_claude_429_reports_retry_after(
 
     with pytest.raises(AdapterError) as caught:
         await run_claude(
-            claude_run(tmp_path, anthropic_server.url), ClaudeAdapter(max_retries=0)
+            claude_run(tmp_path, anthropic_server.url, provider_max_retries=0)
         )
 
     message = str(caught.value)
@@ -344,7 +249,7 @@ async def test_claude_500_gives_adapter_error(
 
     with pytest.raises(AdapterError) as caught:
         await run_claude(
-            claude_run(tmp_path, anthropic_server.url), ClaudeAdapter(max_retries=0)
+            claude_run(tmp_path, anthropic_server.url, provider_max_retries=0)
         )
 
     message = str(caught.value)
@@ -365,17 +270,17 @@ async def test_claude_non_json_error_body(
 
     with pytest.raises(AdapterError) as caught:
         await run_claude(
-            claude_run(tmp_path, anthropic_server.url), ClaudeAdapter(max_retries=0)
+            claude_run(tmp_path, anthropic_server.url, provider_max_retries=0)
         )
 
     assert "HTTP 502" in str(caught.value)
     assert "Bad Gateway" in str(caught.value)
 
 
-async def test_claude_timeout_bounds_retry_wait(
+async def test_claude_retry_after_past_timeout_fails_fast(
     tmp_path: Path, anthropic_server: AnthropicServer, anthropic_key: str
 ) -> None:
-    # Without the adapter's bound the SDK would wait the full retry-after.
+    # Waiting the full retry-after would pass the run's timeout of 2 s.
     anthropic_server.enqueue(
         anthropic_error(
             429, "rate_limit_error", "slow down", headers={"retry-after": "3600"}
@@ -383,11 +288,13 @@ async def test_claude_timeout_bounds_retry_wait(
     )
     started = time.monotonic()
 
-    with pytest.raises(TimeoutError) as caught:
-        await run_claude(claude_run(tmp_path, anthropic_server.url, timeout_s=0.2))
+    with pytest.raises(AdapterError) as caught:
+        await run_claude(claude_run(tmp_path, anthropic_server.url, timeout_s=2.0))
 
-    assert time.monotonic() - started < QUICK_S
-    assert "0.2 s" in str(caught.value)
+    message = str(caught.value)
+    assert time.monotonic() - started < 1.0
+    assert "HTTP 429 rate_limit_error" in message
+    assert "not retried: a wait of 3.6e+03 s would pass the run's timeout" in message
     assert len(anthropic_server.requests) == 1
 
 
@@ -395,7 +302,7 @@ async def test_claude_unreachable_gives_adapter_error(
     tmp_path: Path, closed_url: str, anthropic_key: str
 ) -> None:
     with pytest.raises(AdapterError) as caught:
-        await run_claude(claude_run(tmp_path, closed_url), ClaudeAdapter(max_retries=0))
+        await run_claude(claude_run(tmp_path, closed_url, provider_max_retries=0))
 
     message = str(caught.value)
     assert "could not be reached" in message
@@ -543,7 +450,7 @@ async def test_gemini_429_reports_retry_after(
 
     with pytest.raises(AdapterError) as caught:
         await run_gemini(
-            gemini_run(tmp_path, gemini_server.url), GeminiAdapter(max_retries=0)
+            gemini_run(tmp_path, gemini_server.url, provider_max_retries=0)
         )
 
     message = str(caught.value)
@@ -561,7 +468,7 @@ async def test_gemini_500_gives_adapter_error(
 
     with pytest.raises(AdapterError) as caught:
         await run_gemini(
-            gemini_run(tmp_path, gemini_server.url), GeminiAdapter(max_retries=0)
+            gemini_run(tmp_path, gemini_server.url, provider_max_retries=0)
         )
 
     message = str(caught.value)
@@ -569,19 +476,37 @@ async def test_gemini_500_gives_adapter_error(
     assert "retry later" in message
 
 
-async def test_gemini_timeout_bounds_retry_wait(
+async def test_gemini_backoff_past_timeout_fails_fast(
     tmp_path: Path, gemini_server: GeminiServer, gemini_key: str
 ) -> None:
-    # The SDK waits at least 1 s before its first retry, but the run allows 0.2 s.
+    # The first backoff, 0.5 to 1 s, is longer than the 0.2 s the run allows.
     gemini_server.enqueue(gemini_error(503, "UNAVAILABLE", "The model is overloaded."))
+    run = gemini_run(
+        tmp_path, gemini_server.url, timeout_s=0.2, provider_retry_base_s=1.0
+    )
+    started = time.monotonic()
+
+    with pytest.raises(AdapterError) as caught:
+        await run_gemini(run)
+
+    message = str(caught.value)
+    assert time.monotonic() - started < QUICK_S
+    assert "HTTP 503 UNAVAILABLE: The model is overloaded." in message
+    assert "not retried" in message
+    assert len(gemini_server.requests) == 1
+
+
+async def test_gemini_timeout_ends_slow_call(
+    tmp_path: Path, gemini_server: GeminiServer, gemini_key: str
+) -> None:
+    gemini_server.enqueue(lambda request: (time.sleep(1.0), ScriptedResponse())[1])
     started = time.monotonic()
 
     with pytest.raises(TimeoutError) as caught:
         await run_gemini(gemini_run(tmp_path, gemini_server.url, timeout_s=0.2))
 
-    assert time.monotonic() - started < QUICK_S
+    assert time.monotonic() - started < 1.0
     assert "0.2 s" in str(caught.value)
-    assert len(gemini_server.requests) == 1
 
 
 async def test_gemini_blocked_prompt_gives_adapter_error(
@@ -600,7 +525,7 @@ async def test_gemini_unreachable_gives_adapter_error(
     tmp_path: Path, closed_url: str, gemini_key: str
 ) -> None:
     with pytest.raises(AdapterError) as caught:
-        await run_gemini(gemini_run(tmp_path, closed_url), GeminiAdapter(max_retries=0))
+        await run_gemini(gemini_run(tmp_path, closed_url, provider_max_retries=0))
 
     message = str(caught.value)
     assert "could not be reached" in message
