@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -35,6 +36,8 @@ from nats.js.kv import KeyValue
 from bus.connection import close as close_connection
 from bus.connection import connect
 from bus.errors import InvalidRequestError, PoolError
+from bus.limits import check_prompt_text, check_request_size, request_limit
+from bus.metrics import ClientMetrics
 from bus.provision import KV_STREAM_PREFIX
 from bus.settings import Settings
 from bus.subjects import (
@@ -74,6 +77,9 @@ CONNECT_RETRY_S = 1.0
 CANCEL_SETTLE_S = 10.0
 # Time between reads of the results stream while waiting for a result.
 RESULT_POLL_S = 0.05
+# A resubmitted run whose first submission is still running polls for its
+# result this often.
+DUPLICATE_POLL_S = 0.25
 # JetStream error codes (nats-server).
 ERR_MAX_MSGS = 10077
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -116,9 +122,11 @@ class PoolClient:
         self._js: JetStreamContext | None = None
         self._registry: RunRegistry | None = None
         self._inbox_prefix = ""
+        self._request_limit = request_limit(self.settings)
         self._waiters: dict[str, _Waiter] = {}
         self._connect_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.metrics = ClientMetrics()
 
     async def __aenter__(self) -> PoolClient:
         await self.connect()
@@ -130,6 +138,11 @@ class PoolClient:
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    @property
+    def nc(self) -> NATS | None:
+        """The NATS connection, or None before the first successful connect."""
+        return self._nc
 
     @property
     def registry(self) -> RunRegistry:
@@ -147,6 +160,7 @@ class PoolClient:
 
     async def _open(self) -> None:
         nc = await connect(self.settings, name=self.name)
+        self._request_limit = request_limit(self.settings, nc.max_payload)
         js = nc.jetstream(timeout=self.settings.request_timeout)
         bucket = self.settings.registry_bucket
         # Bound without a round trip, so a client opened before the bucket
@@ -218,6 +232,7 @@ class PoolClient:
         A run_id given again within the stream's duplicate window is not run
         twice: the call waits for, or returns, the first run's result.
         """
+        explicit = run_id is not None
         run_id = run_id or new_run_id()
         try:
             request = self._build_request(
@@ -241,7 +256,12 @@ class PoolClient:
         waiter = _Waiter(on_event)
         self._waiters[run_id] = waiter
         try:
-            return await self._submit_and_wait(request, waiter)
+            return await self._submit_and_wait(request, waiter, explicit)
+        except (PoolError, nats.errors.Error) as exc:
+            # NATS failed under the run, for example during a cluster leader
+            # election; the run may still finish and be read by run_id later.
+            logger.warning("run lost its connection run_id=%s error=%r", run_id, exc)
+            return _unreachable(request, f"NATS failed during the run ({exc!r})")
         finally:
             self._waiters.pop(run_id, None)
 
@@ -263,37 +283,77 @@ class PoolClient:
             )
         except msgspec.ValidationError as exc:
             raise InvalidRequestError(f"invalid run request: {exc}") from None
+        check_prompt_text(settings, request.prompt_text)
         check_request_paths(
             settings.workspace_roots, request.caller_cwd, request.prompt_file
         )
-        size = len(encode(request))
-        if size > settings.max_request_bytes:
-            raise InvalidRequestError(
-                f"run request is {size} bytes, above the limit of "
-                f"{settings.max_request_bytes} bytes; send a prompt_file instead "
-                "of a long prompt_text",
-                field="prompt_text",
-            )
+        check_request_size(len(encode(request)), self._request_limit)
         return request
 
-    async def _submit_and_wait(self, request: RunRequest, waiter: _Waiter) -> RunResult:
-        admitted = await self._admit(request)
-        if isinstance(admitted, RunResult):
-            return admitted
-        if admitted.duplicate:
-            # The same run_id was submitted before: answer for that run.
-            earlier = await self._earlier_result(request)
-            if earlier is not None:
-                return earlier
-        started = await self._wait_started(request, waiter, admitted.seq)
-        if isinstance(started, RunResult):
-            return started
+    async def _submit_and_wait(
+        self, request: RunRequest, waiter: _Waiter, explicit: bool
+    ) -> RunResult:
         timeout = (request.timeout_s or self.settings.default_timeout_s) + (
             self.settings.result_margin_s
         )
+        msg_id = request.run_id
+        if explicit:
+            earlier = await self._earlier_run(request)
+            if isinstance(earlier, RunResult):
+                return earlier
+            msg_id = earlier
+        submitted = time.monotonic()
+        admitted = await self._admit(request, msg_id)
+        outcome = (
+            admitted.status.value if isinstance(admitted, RunResult) else "admitted"
+        )
+        self.metrics.observe_admission(outcome, time.monotonic() - submitted)
+        if isinstance(admitted, RunResult):
+            return admitted
+        if admitted.duplicate:
+            # The stream stored this run_id before, and its runner answers
+            # that submission's inbox, so the result comes from the pool.
+            return await self._poll_result(request, timeout)
+        started = await self._wait_started(request, waiter, admitted.seq)
+        if isinstance(started, RunResult):
+            return started
         return await self._wait_result(request, waiter, timeout)
 
-    async def _admit(self, request: RunRequest) -> PubAck | RunResult:
+    async def _earlier_run(self, request: RunRequest) -> RunResult | str:
+        """Return an earlier run's result for this run_id, or the Nats-Msg-Id to use.
+
+        A run withdrawn because no runner took it in time may be submitted
+        again. Its message id stays in the stream's duplicate window, which
+        would drop the new publish silently, so the new one gets a new id.
+        """
+        try:
+            entry = await self.registry.run_entry(request.run_id)
+        except (PoolError, TimeoutError) as exc:
+            return _unreachable(request, f"the registry did not answer: {exc}")
+        if entry is None:
+            return request.run_id
+        record, revision = entry
+        if record.result is not None:
+            return record.result
+        if record.state != "withdrawn":
+            return request.run_id
+        if not await self.registry.reopen(request.run_id, revision):
+            return request.run_id
+        return f"{request.run_id}.{revision}"
+
+    async def _poll_result(self, request: RunRequest, wait_s: float) -> RunResult:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                stored = await self.result(request.run_id)
+            except PoolError:
+                stored = None
+            if stored is not None:
+                return stored
+            await asyncio.sleep(DUPLICATE_POLL_S)
+        return _timed_out(request, wait_s)
+
+    async def _admit(self, request: RunRequest, msg_id: str) -> PubAck | RunResult:
         """Publish the request if a live slot is free; else return why not."""
         assert self._js is not None
         try:
@@ -313,12 +373,12 @@ class PoolClient:
                     f"stream {self.settings.runs_stream} does not exist; run "
                     "'superpool provision'",
                 )
-            except TimeoutError:
+            except (TimeoutError, nats.errors.Error):
                 return _unreachable(request, "the runs stream did not answer")
             if info.state.messages >= capacity:
                 return _busy(request, capacity)
             headers = {
-                MSG_ID_HEADER: request.run_id,
+                MSG_ID_HEADER: msg_id,
                 EXPECTED_LAST_SEQ_HEADER: str(info.state.last_seq),
                 REPLY_HEADER: f"{self._inbox_prefix}.{request.run_id}",
             }
@@ -338,12 +398,6 @@ class PoolClient:
                 await self._withdraw_quietly(request)
                 return _unreachable(request, "publishing the run timed out")
         return _busy(request, capacity)
-
-    async def _earlier_result(self, request: RunRequest) -> RunResult | None:
-        try:
-            return await self.result(request.run_id)
-        except PoolError:
-            return None
 
     async def _wait_started(
         self, request: RunRequest, waiter: _Waiter, stream_seq: int
@@ -407,20 +461,7 @@ class PoolClient:
         stored = await self.result(request.run_id)
         if stored is not None:
             return stored
-        return RunResult(
-            run_id=request.run_id,
-            status=Status.RUN_TIMEOUT,
-            task=request.task,
-            adapter=request.adapter,
-            caller=request.caller,
-            error=RunError(
-                code=Status.RUN_TIMEOUT,
-                message=(
-                    f"no result within {wait_s:g} s; the run may still finish: read "
-                    f"it later with 'superpool result {request.run_id}'"
-                ),
-            ),
-        )
+        return _timed_out(request, wait_s)
 
     async def cancel(self, run_id: str) -> RunResult:
         """Cancel a run: withdraw it while queued, or stop it on its runner.
@@ -547,6 +588,23 @@ def _cancelled(run_id: str, reason: str) -> RunResult:
         status=Status.CANCELLED,
         finished_at=now(),
         error=RunError(code=Status.CANCELLED, message=reason),
+    )
+
+
+def _timed_out(request: RunRequest, wait_s: float) -> RunResult:
+    return RunResult(
+        run_id=request.run_id,
+        status=Status.RUN_TIMEOUT,
+        task=request.task,
+        adapter=request.adapter,
+        caller=request.caller,
+        error=RunError(
+            code=Status.RUN_TIMEOUT,
+            message=(
+                f"no result within {wait_s:g} s; the run may still finish: read "
+                f"it later with 'superpool result {request.run_id}'"
+            ),
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from bus.credentials import check_credential_settings, masked_repr
 from bus.errors import ConfigError
 
 ENV_PREFIX = "SUPERPOOL_"
@@ -75,14 +76,82 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     anthropic_base_url: str = ""
     gemini_base_url: str = ""
 
+    # Model agents: catalog, routing, file tools, loop bounds and provider
+    # retries (docs/adapters.md).
+    # Model catalog and routing rules (TOML); empty uses the shipped files.
+    catalog_path: str = ""
+    routing_path: str = ""
+    # Model calls per run; a model still calling tools after that many ends
+    # the run with RUN_FAILED.
+    max_turns: int = 16
+    # Bytes of tool results sent back to the model over one run; passing it
+    # ends the run with RUN_FAILED.
+    max_tool_output_bytes: int = 1024 * 1024
+    # Largest slice of a file that one read_file call returns, in bytes.
+    max_read_bytes: int = 128 * 1024
+    # In cwd_mode "caller" the file tools only read, unless this is true.
+    allow_caller_writes: bool = False
+    # Retries after a 408, 429, 5xx or connection failure, per model call.
+    provider_max_retries: int = 3
+    # First backoff wait without a retry-after header, doubled per retry.
+    provider_retry_base_s: float = 0.5
+    # Longest wait before one retry; a longer retry-after fails the run.
+    provider_retry_max_s: float = 60.0
+
+    # Probes and metrics: /healthz, /readyz and /metrics on this port of
+    # each runner (and of the proxy in stdio mode). 0 picks a free port, -1
+    # turns the server off.
+    probe_host: str = "127.0.0.1"
+    probe_port: int = 9090
+
     # The MCP proxy's HTTP transport.
     proxy_host: str = "127.0.0.1"
     proxy_port: int = 8765
 
+    # MCP proxy: Host names, bearer token, sessions and tool limits
+    # (docs/agents.md); mcp_proxy/security.py checks them at start.
+    # Host header values accepted besides the loopback names, separated by
+    # commas (a port such as "proxy:8765" rules out the path separator). An
+    # entry without a port matches any port; "*" turns the check off.
+    proxy_allowed_hosts: str = ""
+    # When set, HTTP requests need "Authorization: Bearer <token>". Give the
+    # token or a file that contains it, not both.
+    proxy_token: str = ""
+    proxy_token_file: str = ""
+    # True: no MCP sessions, so any of several replicas behind one Service can
+    # take any request. A handshake-era client's cancel then no longer
+    # reaches the call, so one proxy keeps sessions.
+    proxy_stateless_http: bool = False
+    # Ceiling of super_agent_run's wait_for_slot_s.
+    proxy_max_wait_for_slot_s: float = 600.0
+
+    # Security: NATS credentials, inbox prefix, secrets and size limits
+    # (docs/security.md). Use one auth method; bus/credentials.py checks it.
+    nats_user: str = ""
+    nats_password: str = ""
+    nats_password_file: str = ""
+    nats_token: str = ""
+    nats_token_file: str = ""
+    nats_nkey_seed_file: str = ""
+    nats_creds_file: str = ""
+    # Replies and events reach the client under this prefix. A per-agent
+    # prefix such as "_INBOX.alice" lets the server keep agents apart.
+    inbox_prefix: str = "_INBOX"
+    # A directory of provider key files named like the variables, such as a
+    # Kubernetes secret mount; read by runners only.
+    secrets_dir: str = ""
+    # Largest prompt_text, in UTF-8 bytes; the rest of a request must fit
+    # in max_request_bytes too.
+    max_prompt_bytes: int = 192 * 1024
+
     def __post_init__(self) -> None:
+        check_credential_settings(self)
+        _check_positive(self, "max_prompt_bytes", "max_request_bytes")
         _check_positive(self, "max_inflight", "slots", "max_deliver", "replicas")
         _check_positive(self, "request_timeout", "pickup_timeout", "ack_wait_s")
         _check_positive(self, "heartbeat_interval_s", "heartbeat_ttl_s")
+        _check_positive(self, "max_turns", "max_tool_output_bytes", "max_read_bytes")
+        _check_positive(self, "provider_retry_base_s", "provider_retry_max_s")
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise ConfigError(
                 "heartbeat_ttl_s",
@@ -96,6 +165,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
                     "workspace_roots",
                     f"workspace root {root!r} is relative; give an absolute path",
                 )
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     @property
     def run_subjects(self) -> str:

@@ -17,7 +17,10 @@ import msgspec
 from bus.errors import InvalidRequestError
 from bus.subjects import RUN_ID_PATTERN, TASK_PATTERN
 
-ADAPTERS = ("claude", "gemini", "echo")
+# "auto" lets the runner pick the adapter and model from the task label
+# (runner/routing.py).
+AUTO_ADAPTER = "auto"
+ADAPTERS = ("claude", "gemini", "echo", AUTO_ADAPTER)
 CWD_MODES = ("isolated", "caller")
 
 Task = Annotated[str, msgspec.Meta(pattern=TASK_PATTERN)]
@@ -132,6 +135,16 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     result: RunResult | None = None
 
 
+class RunInFlight(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One running run, as its runner reports it in the heartbeat."""
+
+    run_id: str
+    task: str = ""
+    adapter: str = ""
+    model: str = ""
+    started_at: float = 0.0
+
+
 class RunnerState(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A runner's heartbeat under `runner.<runner_id>`."""
 
@@ -139,6 +152,7 @@ class RunnerState(msgspec.Struct, kw_only=True, omit_defaults=True):
     slots: int
     busy: int = 0
     runs: tuple[str, ...] = ()
+    run_details: tuple[RunInFlight, ...] = ()
     state: Literal["ready", "draining", "stopped"] = "ready"
     version: str = ""
     host: str = ""

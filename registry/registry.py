@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
+import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -151,8 +152,17 @@ class RunRegistry:
         )
 
     async def status(self) -> PoolStatus:
+        """Return the pool summary.
+
+        Raises:
+            PoolError: the registry or the runs stream did not answer.
+        """
         runners = await self.runners()
-        info = await self._js.stream_info(self._settings.runs_stream)
+        stream = self._settings.runs_stream
+        try:
+            info = await self._js.stream_info(stream)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise PoolError(f"stream {stream} did not answer: {exc!r}") from None
         ready = [state for state in runners if state.state == "ready"]
         return PoolStatus(
             runners=runners,
@@ -167,6 +177,18 @@ class RunRegistry:
     async def get_run(self, run_id: str) -> RunRecord | None:
         data = await self._get(run_key(run_id))
         return decode_record(data) if data else None
+
+    async def run_entry(self, run_id: str) -> tuple[RunRecord, int] | None:
+        """Return a run's record with its revision, or None."""
+        return await self._entry(run_key(run_id))
+
+    async def reopen(self, run_id: str, revision: int) -> bool:
+        """Delete the withdrawn record at `revision`, so the run can run again."""
+        try:
+            await self._kv.delete(run_key(run_id), last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def claim(self, record: RunRecord) -> Claim:
         """Claim a run for `record.runner_id`, or say why the runner must not run it.

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import re
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -25,10 +24,16 @@ from bus.errors import (
     AdapterError,
     ConfigError,
     InvalidRequestError,
-    PathRejectedError,
     PoolError,
 )
-from bus.subjects import MSG_ID_HEADER, REPLY_HEADER, RUN_ID_PATTERN, task_of_subject
+from bus.limits import check_prompt_text
+from bus.subjects import (
+    MSG_ID_HEADER,
+    REPLY_HEADER,
+    RUN_ID_PATTERN,
+    reply_subject,
+    task_of_subject,
+)
 from bus.wire import (
     RunError,
     RunEvent,
@@ -43,7 +48,9 @@ from bus.wire import (
 from registry.registry import LeaseLostError
 from runner.adapters import get_adapter
 from runner.adapters.base import AdapterRun
-from runner.sanitizer import check_path
+from runner.catalog import catalog_for, with_cost
+from runner.routing import resolve_route
+from runner.sanitizer import read_prompt_file
 from runner.workspace import workspace
 
 if TYPE_CHECKING:
@@ -61,7 +68,7 @@ async def handle_message(runner: Runner, msg: Msg) -> None:
     metadata = msg.metadata
     attempt = metadata.num_delivered or 1
     stream_seq = metadata.sequence.stream if metadata.sequence else 0
-    reply_to = msg.headers.get(REPLY_HEADER) if msg.headers else None
+    reply_to = reply_subject(msg.headers.get(REPLY_HEADER) if msg.headers else None)
     try:
         request = decode_request(msg.data)
     except InvalidRequestError as exc:
@@ -119,6 +126,7 @@ async def _execute(
     run_id = request.run_id
     runner.running[run_id] = request
     started_at = now()
+    runner.run_started[run_id] = started_at
     clock = time.monotonic()
     logger.info(
         "run started run_id=%s task=%s adapter=%s runner=%s attempt=%d",
@@ -154,6 +162,8 @@ async def _execute(
         runner.running.pop(run_id, None)
         runner.work.pop(run_id, None)
         runner.cancel_requested.discard(run_id)
+        runner.run_started.pop(run_id, None)
+        runner.run_models.pop(run_id, None)
     result = msgspec.structs.replace(
         result,
         runner_id=runner.runner_id,
@@ -165,11 +175,13 @@ async def _execute(
         await runner.registry.finish(run_id, runner.runner_id, revision, result)
     except LeaseLostError as exc:
         runner.counters["lost_leases"] += 1
+        runner.metrics.lost_leases.inc()
         logger.warning("%s; result dropped run_id=%s", exc, run_id)
         return
     await msg.ack_sync()
     await publish_result(runner, result, reply_to)
     runner.counters[result.status.value] += 1
+    runner.metrics.observe(result, time.monotonic() - clock)
     logger.info(
         "run finished run_id=%s task=%s adapter=%s model=%s runner=%s status=%s "
         "duration_s=%.3f",
@@ -203,91 +215,60 @@ async def produce_result(
             RunEvent(kind="progress", run_id=request.run_id, message=message),
         )
 
-    model = ""
+    catalog = runner.catalog
+    run: AdapterRun | None = None
     try:
-        adapter = get_adapter(request.adapter)
-        model, notes = runner.catalog.resolve(request.adapter, request.model_hint)
-        base = msgspec.structs.replace(base, model=model, notes=notes)
+        catalog = catalog_for(runner.settings, runner.catalog)
+        route = resolve_route(runner.settings, catalog, request)
+        adapter = get_adapter(route.adapter)
+        base = msgspec.structs.replace(
+            base, adapter=route.adapter, model=route.model, notes=route.notes
+        )
+        runner.run_models[request.run_id] = route.model
         with workspace(runner.settings, request) as cwd:
             prompt = read_prompt(runner, request)
-            run = AdapterRun(request, prompt, cwd, model, runner.settings, progress)
+            run = AdapterRun(
+                request, prompt, cwd, route.model, runner.settings, progress
+            )
             async with asyncio.timeout(timeout_s):
                 output = await adapter.run(run)
     except TimeoutError:
-        return _failed(
+        failed = _failed(
             base, Status.RUN_TIMEOUT, f"the run passed its timeout of {timeout_s:g} s"
         )
     except InvalidRequestError as exc:
-        return _failed(base, Status.INVALID_REQUEST, str(exc))
-    except AdapterError as exc:
-        return _failed(base, Status.RUN_FAILED, str(exc))
+        failed = _failed(base, Status.INVALID_REQUEST, str(exc))
+    except (AdapterError, ConfigError) as exc:
+        failed = _failed(base, Status.RUN_FAILED, str(exc))
     except Exception as exc:
         logger.exception("run failed with an internal error run_id=%s", request.run_id)
-        return _failed(
+        failed = _failed(
             base, Status.RUN_FAILED, f"internal error in the runner: {exc!r}"
         )
-    notes = base.notes + output.notes
-    try:
-        cost = runner.catalog.cost(request.adapter, output.model or model, output.usage)
-    except ConfigError:
-        # The provider answered with a model the catalog has no price for.
-        cost = runner.catalog.cost(request.adapter, model, output.usage)
-        notes += (f"priced as {model}: the catalog has no price for {output.model}",)
-    return msgspec.structs.replace(
-        base,
-        output=output.output,
-        model=output.model or model,
-        usage=output.usage,
-        cost_usd=cost,
-        notes=notes,
-    )
+    else:
+        answered = msgspec.structs.replace(
+            base, output=output.output, notes=base.notes + output.notes
+        )
+        return with_cost(catalog, answered, output.usage, output.model)
+    # Tokens spent before a failure or a timeout are billed, so they are kept.
+    return with_cost(catalog, failed, run.spent) if run is not None else failed
 
 
 def read_prompt(runner: Runner, request: RunRequest) -> str:
     """Return the prompt text, reading `prompt_file` through the path check."""
     if request.prompt_text is not None:
+        # A direct publisher skips the client's check; the stream only caps
+        # the whole message.
+        check_prompt_text(runner.settings, request.prompt_text)
         return request.prompt_text
     assert request.prompt_file is not None
     settings = runner.settings
-    base = None
-    if request.caller_cwd:
-        base = check_path(
-            request.caller_cwd,
-            settings.workspace_roots,
-            field="caller_cwd",
-            expect="dir",
-        )
-    path = check_path(
-        request.prompt_file,
+    return read_prompt_file(
         settings.workspace_roots,
-        field="prompt_file",
-        base=base,
-        expect="file",
+        request.prompt_file,
+        request.caller_cwd,
+        settings.max_prompt_file_bytes,
     )
-    return _read_capped(path, settings.max_prompt_file_bytes, request.prompt_file)
-
-
-def _read_capped(path: Path, limit: int, shown: str) -> str:
-    try:
-        with path.open("rb") as file:
-            data = file.read(limit + 1)
-    except OSError as exc:
-        raise PathRejectedError(
-            shown,
-            f"prompt_file {shown!r} could not be read: {exc.strerror}",
-            field="prompt_file",
-        ) from None
-    if len(data) > limit:
-        raise InvalidRequestError(
-            f"prompt_file {shown!r} is larger than the limit of {limit} bytes",
-            field="prompt_file",
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequestError(
-            f"prompt_file {shown!r} is not UTF-8 text", field="prompt_file"
-        ) from None
 
 
 async def _keep_alive(

@@ -19,7 +19,13 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from bus.errors import InvalidRequestError
-from bus.subjects import MSG_ID_HEADER, REPLY_HEADER, check_run_id, task_of_subject
+from bus.subjects import (
+    MSG_ID_HEADER,
+    REPLY_HEADER,
+    check_run_id,
+    reply_subject,
+    task_of_subject,
+)
 from bus.wire import RunError, RunResult, Status, decode_request, now
 from runner.execution import publish_result
 
@@ -84,7 +90,7 @@ def _identify(
     """Return (run_id, task, reply inbox) of a stored request, valid or not."""
     headers = message.headers or {}
     data = message.data or b""
-    reply_to = headers.get(REPLY_HEADER)
+    reply_to = reply_subject(headers.get(REPLY_HEADER))
     try:
         request = decode_request(data)
         run_id, task = request.run_id, request.task

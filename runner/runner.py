@@ -21,22 +21,28 @@ import time
 import uuid
 from importlib import metadata
 
+import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from nats.micro.service import Service
 
 from bus.connection import close as close_connection
 from bus.connection import connect
+from bus.credentials import load_provider_keys
 from bus.errors import ConfigError, PoolError, SuperpoolError
+from bus.observability import serve_probes
 from bus.settings import Settings
 from bus.subjects import RUN_ID_PATTERN, cancel_subjects, result_subject
-from bus.wire import RunnerState, RunRequest, RunResult, now
+from bus.wire import RunInFlight, RunnerState, RunRequest, RunResult, now
 from registry.registry import RunRegistry
 from runner.catalog import Catalog
 from runner.execution import handle_message
 from runner.exhaustion import ADVISORY_QUEUE, advisory_subject, on_max_deliveries
+from runner.metrics import RunnerMetrics
 from runner.puller import Puller
+from runner.service import start_service
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,8 @@ def package_version() -> str:
     try:
         return metadata.version("superagent-pool")
     except metadata.PackageNotFoundError:
-        return "0+unknown"
+        # The micro service needs a semantic version.
+        return "0.0.0"
 
 
 class Runner:
@@ -79,11 +86,21 @@ class Runner:
                 "'_' and '-', because it is part of NATS subjects and KV keys",
             )
         self.slots = slots or settings.slots
-        self.catalog = catalog or Catalog.load()
+        # Loaded at start, so a broken catalog file stops the runner at once.
+        self.catalog = catalog or Catalog.load(settings.catalog_path or None)
         self.running: dict[str, RunRequest] = {}
         # The adapter task of each running run, which a cancel request stops.
         self.work: dict[str, asyncio.Task[RunResult]] = {}
         self.cancel_requested: set[str] = set()
+        # When each running run started and which model it uses, for status views.
+        self.run_started: dict[str, float] = {}
+        self.run_models: dict[str, str] = {}
+        self.version = package_version()
+        self.metrics = RunnerMetrics(self.runner_id, self.slots)
+        self._service: Service | None = None
+        self.probe_url = ""
+        self.probes_started = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         # Most messages this runner held at once, for tests and metrics.
         self.max_held = 0
@@ -142,6 +159,7 @@ class Runner:
         """
         if self._main is not None:
             raise SuperpoolError(f"runner {self.runner_id} was already started")
+        load_provider_keys(self.settings)
         self._nc = await connect(
             self.settings,
             name=f"superpool-runner-{self.runner_id}",
@@ -162,6 +180,7 @@ class Runner:
             queue=ADVISORY_QUEUE,
             cb=self._on_max_deliveries,
         )
+        self._service = await start_service(self)
         self._started_at = now()
         await self._heartbeat_once()
         self._main = asyncio.create_task(self._serve(), name=f"runner-{self.runner_id}")
@@ -194,6 +213,8 @@ class Runner:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._pull_loop())
                 group.create_task(self._heartbeat_loop())
+                if self.settings.probe_port >= 0:
+                    group.create_task(self._serve_probes())
         except* Exception:
             logger.exception("runner failed runner=%s", self.runner_id)
             raise
@@ -221,6 +242,8 @@ class Runner:
         self._main.cancel()
         await asyncio.gather(self._main, return_exceptions=True)
         await self._remove_heartbeat()
+        if self._service is not None:
+            await self._service.stop()
         await close_connection(self.nc)
         self._stopped.set()
         logger.info(
@@ -229,6 +252,30 @@ class Runner:
             dict(self.counters),
             self.max_held,
         )
+
+    @property
+    def healthy(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def _serve_probes(self) -> None:
+        def listening(url: str) -> None:
+            self.probe_url = url
+            self.probes_started.set()
+
+        await serve_probes(
+            self.metrics.registry,
+            lambda: self.healthy,
+            lambda: self.ready,
+            self.settings.probe_host,
+            self.settings.probe_port,
+            on_listening=listening,
+        )
+
+    def request_drain(self) -> None:
+        """Stop taking work and stop once idle, as `superpool drain` asks."""
+        if self._drain_task is None and not self._stopping.is_set():
+            logger.info("runner drain requested runner=%s", self.runner_id)
+            self._drain_task = asyncio.get_running_loop().create_task(self.stop())
 
     async def _drain_handlers(self) -> None:
         if not self._handlers:
@@ -260,6 +307,9 @@ class Runner:
             return
         self._held += 1
         self.max_held = max(self.max_held, self._held)
+        self.metrics.slots_busy.set(self._held)
+        if msg.metadata.num_delivered and msg.metadata.num_delivered > 1:
+            self.metrics.redeliveries.inc()
         task = asyncio.get_running_loop().create_task(self._handle(msg))
         self._handlers.add(task)
         task.add_done_callback(self._release)
@@ -267,6 +317,7 @@ class Runner:
     def _release(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
         self._held -= 1
+        self.metrics.slots_busy.set(self._held)
         if self._puller is not None:
             self._puller.changed.set()
 
@@ -277,7 +328,7 @@ class Runner:
             # Cancelled at drain timeout: give the run back at once.
             await asyncio.shield(self._nak(msg))
             raise
-        except (PoolError, TimeoutError) as exc:
+        except (PoolError, TimeoutError, nats.errors.Error) as exc:
             # NATS failed mid-run; the message comes back after ack_wait.
             logger.warning("run not answered runner=%s error=%r", self.runner_id, exc)
         except Exception:
@@ -338,13 +389,24 @@ class Runner:
     # Heartbeats
 
     def state(self) -> RunnerState:
+        details = tuple(
+            RunInFlight(
+                run_id=run_id,
+                task=request.task,
+                adapter=request.adapter,
+                model=self.run_models.get(run_id, ""),
+                started_at=self.run_started.get(run_id, 0.0),
+            )
+            for run_id, request in self.running.items()
+        )
         return RunnerState(
             runner_id=self.runner_id,
             slots=self.slots,
             busy=self._held,
             runs=tuple(self.running),
+            run_details=details,
             state="ready" if self._state == "ready" else "draining",
-            version=package_version(),
+            version=self.version,
             host=socket.gethostname(),
             started_at=self._started_at,
             heartbeat_at=now(),

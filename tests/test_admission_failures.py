@@ -118,7 +118,8 @@ async def test_invalid_request_never_published(
     assert bad_task.status == Status.INVALID_REQUEST
     assert "$.task" in bad_task.error.message
     assert escape.status == Status.INVALID_REQUEST
-    assert "caller_cwd '/etc' is outside the workspace roots" in escape.error.message
+    assert "caller_cwd '/etc'" in escape.error.message
+    assert "outside the workspace roots" in escape.error.message
     assert info.state.last_seq == 0
 
 
@@ -141,3 +142,23 @@ async def test_runner_stop_lets_runs_finish(settings: Settings, nc: object) -> N
         capacity = await client.registry.live_capacity()
     assert [result.status for result in results] == [Status.OK] * 3
     assert capacity == 0
+
+
+async def test_withdrawn_run_id_can_run_again(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    registry = await RunRegistry.open(nc, settings)
+    await registry.heartbeat(RunnerState(runner_id="ghost", slots=3))
+    fast = settings.replace(pickup_timeout=0.5)
+    async with PoolClient(fast) as client:
+        first = await client.run(
+            "again", prompt_text="x", adapter="echo", run_id="again-1"
+        )
+        await registry.remove_runner("ghost")
+        async with running_pool(settings, runners=1):
+            second = await client.run(
+                "again", prompt_text="x", adapter="echo", run_id="again-1"
+            )
+    assert first.status == Status.POOL_BUSY
+    assert second.status == Status.OK
+    assert second.run_id == "again-1"

@@ -30,18 +30,26 @@ async def test_runs_survive_server_restart(
 ) -> None:
     settings = make_settings(own_server.url, tmp_path, ack_wait_s=2.0)
     await provisioned(settings)
-    async with running_pool(settings, runners=3) as runners, PoolClient(settings) as client:
+    async with (
+        running_pool(settings, runners=3) as runners,
+        PoolClient(settings) as client,
+    ):
         runs = [
             asyncio.create_task(
-                client.run("restart", prompt_text="x", adapter="echo", model_hint="delay=2")
+                client.run(
+                    "restart", prompt_text="x", adapter="echo", model_hint="delay=2"
+                )
             )
             for _ in range(6)
         ]
         await wait_until(
-            lambda: sum(len(runner.running) for runner in runners), lambda count: count == 6
+            lambda: sum(len(runner.running) for runner in runners),
+            lambda count: count == 6,
         )
         await asyncio.to_thread(own_server.stop)
-        await wait_until(lambda: [r.ready for r in runners], lambda ready: not any(ready))
+        await wait_until(
+            lambda: [r.ready for r in runners], lambda ready: not any(ready)
+        )
         await asyncio.to_thread(own_server.start)
         results = await asyncio.gather(*runs)
         await wait_until(lambda: [r.ready for r in runners], all)
@@ -57,7 +65,9 @@ async def test_runs_survive_server_restart(
 async def test_sigterm_lets_running_runs_finish(
     settings: Settings, nc: object, tmp_path: Path
 ) -> None:
-    processes = [RunnerProcess(settings, f"proc-{index}", tmp_path) for index in range(3)]
+    processes = [
+        RunnerProcess(settings, f"proc-{index}", tmp_path) for index in range(3)
+    ]
     for process in processes:
         process.start()
     try:
@@ -65,7 +75,9 @@ async def test_sigterm_lets_running_runs_finish(
             await wait_until(client.registry.live_capacity, lambda total: total == 9)
             runs = [
                 asyncio.create_task(
-                    client.run("drain", prompt_text="x", adapter="echo", model_hint="delay=3")
+                    client.run(
+                        "drain", prompt_text="x", adapter="echo", model_hint="delay=3"
+                    )
                 )
                 for _ in range(9)
             ]
