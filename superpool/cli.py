@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from bus.backoff import run_with_backoff
 from bus.client import PoolClient
 from bus.connection import connect
 from bus.errors import SuperpoolError
@@ -18,7 +19,9 @@ from bus.provision import provision
 from bus.settings import Settings
 from bus.wire import RunResult, Status
 from superpool import logs
-from superpool.tables import format_result, format_status
+from superpool.costs import add_costs_arguments, cmd_costs
+from superpool.tables import format_result
+from superpool.views import add_view_commands, cmd_drain, cmd_runs, cmd_status
 
 # Exit code of `superpool run` per status, so scripts can branch on it.
 EXIT_CODES = {
@@ -31,6 +34,9 @@ EXIT_CODES = {
     Status.CANCELLED: 6,
 }
 
+
+# `superpool run --retry` starts no attempt after this many seconds by default.
+DEFAULT_RETRY_DEADLINE_S = 60.0
 
 # Long-running commands log at INFO by default; one-shot commands only warn.
 SERVER_COMMANDS = frozenset({"up", "runner", "proxy", "provision"})
@@ -69,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("prompt", nargs="?", help="prompt text; or give --prompt-file")
     run.add_argument("--task", required=True, help="short label, [A-Za-z0-9_-]{1,64}")
-    run.add_argument("--adapter", default="claude", help="claude, gemini or echo")
+    run.add_argument(
+        "--adapter",
+        default="claude",
+        help="claude, gemini, echo, or auto (the task label picks a model)",
+    )
     run.add_argument("--model", dest="model_hint", help="model name or alias to prefer")
     run.add_argument("--prompt-file", help="file to read the prompt from")
     run.add_argument("--cwd-mode", choices=("isolated", "caller"), default="isolated")
@@ -78,11 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, dest="timeout_s", help="run timeout in seconds"
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    status = commands.add_parser(
-        "status", help="print runners, slots and runs in flight"
+    run.add_argument(
+        "--retry",
+        action="store_true",
+        help="on POOL_BUSY retry with exponential backoff and full jitter",
     )
-    status.add_argument("--json", action="store_true", help="print JSON")
+    run.add_argument(
+        "--retry-deadline",
+        type=float,
+        default=DEFAULT_RETRY_DEADLINE_S,
+        metavar="S",
+        help="with --retry, start no attempt after S seconds (default %(default)g)",
+    )
+
+    add_view_commands(commands)
 
     result = commands.add_parser("result", help="print a finished run's result")
     result.add_argument("run_id")
@@ -99,10 +118,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--provision", action="store_true", help="create or update the streams first"
     )
 
-    proxy = commands.add_parser("proxy", help="serve the MCP tool super_agent_run")
+    proxy = commands.add_parser(
+        "proxy", help="serve the MCP tools super_agent_run, _status, _result, _cancel"
+    )
     proxy.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     proxy.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     proxy.add_argument("--port", type=int, help="HTTP port (default 8765)")
+    proxy.add_argument(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="comma-separated Host header values accepted besides the loopback "
+        "names, such as the Service name (default: SUPERPOOL_PROXY_ALLOWED_HOSTS)",
+    )
+    proxy.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require 'Authorization: Bearer <token>' over HTTP, with the token "
+        "read from PATH (default: SUPERPOOL_PROXY_TOKEN_FILE)",
+    )
+    proxy.add_argument(
+        "--stateless",
+        action="store_true",
+        default=None,
+        help="serve HTTP without MCP sessions, for several replicas behind one "
+        "Service (default: SUPERPOOL_PROXY_STATELESS_HTTP)",
+    )
 
     commands.add_parser(
         "provision", help="create or update streams, consumer and bucket"
@@ -112,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--data-dir", help="JetStream store (default: a temporary directory)"
     )
+
+    costs = commands.add_parser(
+        "costs", help="print model spend by caller, task and model for a time range"
+    )
+    add_costs_arguments(costs)
     return parser
 
 
@@ -156,8 +201,11 @@ async def cmd_run(
         )
         return EXIT_CODES[Status.INVALID_REQUEST]
     async with PoolClient(settings, name="superpool-cli") as client:
-        result = await client.run(
+        result = await run_with_backoff(
+            client,
             args.task,
+            deadline_s=args.retry_deadline if args.retry else 0.0,
+            on_busy=_report_busy,
             prompt_text=args.prompt,
             prompt_file=args.prompt_file,
             adapter=args.adapter,
@@ -168,6 +216,13 @@ async def cmd_run(
         )
     _print_result(result, args.json)
     return EXIT_CODES[result.status]
+
+
+async def _report_busy(attempt: int, result: RunResult, delay_s: float) -> None:
+    print(
+        f"superpool run: POOL_BUSY on attempt {attempt}; retrying in {delay_s:.1f} s",
+        file=sys.stderr,
+    )
 
 
 async def cmd_result(
@@ -196,18 +251,6 @@ def _print_result(result: RunResult, as_json: bool) -> None:
         print(json.dumps(msgspec.to_builtins(result), indent=2))
     else:
         print(format_result(result))
-
-
-async def cmd_status(
-    settings: Settings, args: argparse.Namespace, stop: asyncio.Event
-) -> int:
-    async with PoolClient(settings, name="superpool-cli") as client:
-        status = await client.status()
-    if args.json:
-        print(json.dumps(msgspec.to_builtins(status), indent=2))
-    else:
-        print(format_status(status))
-    return 0
 
 
 async def cmd_provision(
@@ -243,6 +286,14 @@ async def cmd_proxy(
 ) -> int:
     from mcp_proxy.server import serve
 
+    overrides = {
+        "proxy_allowed_hosts": args.allowed_hosts,
+        "proxy_token_file": args.token_file,
+        "proxy_stateless_http": args.stateless,
+    }
+    settings = settings.replace(
+        **{name: value for name, value in overrides.items() if value is not None}
+    )
     await _until_stopped(
         serve(settings, args.transport, host=args.host, port=args.port), stop
     )
@@ -287,12 +338,15 @@ COMMANDS: dict[
     "up": cmd_up,
     "run": cmd_run,
     "status": cmd_status,
+    "runs": cmd_runs,
+    "drain": cmd_drain,
     "result": cmd_result,
     "cancel": cmd_cancel,
     "runner": cmd_runner,
     "proxy": cmd_proxy,
     "provision": cmd_provision,
     "demo": cmd_demo,
+    "costs": cmd_costs,
 }
 
 

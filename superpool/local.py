@@ -56,7 +56,8 @@ async def local_pool(
         raise
     async with AsyncExitStack() as stack:
         stack.callback(server.stop)
-        changes: dict[str, object] = {"nats_url": server.url}
+        # In-process runners share one process, so they serve no probes.
+        changes: dict[str, object] = {"nats_url": server.url, "probe_port": -1}
         if not settings.workspace_roots:
             changes["workspace_roots"] = (os.getcwd(),)
         settings = settings.replace(**changes)
@@ -134,8 +135,8 @@ async def run_local_pool(
         print("\nMCP client configuration:")
         print(client_config(pool.proxy_url))
         print(
-            "\nTry:  superpool run 'hello' --task hello --adapter echo"
-            f" --nats-url {pool.settings.nats_url}"
+            f"\nTry:  superpool --nats-url {pool.settings.nats_url} run 'hello' "
+            "--task hello --adapter echo"
         )
         print("Stop with Ctrl-C.", flush=True)
         await stop.wait()

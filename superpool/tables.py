@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from bus.wire import RunResult
+from bus.wire import RunRecord, RunResult
 from registry.registry import PoolStatus
 
 
@@ -62,7 +62,9 @@ def format_result(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def format_status(status: PoolStatus) -> str:
+def format_status(status: PoolStatus, moment: float | None = None) -> str:
+    """Format the pool summary, a table of runners and a table of runs in flight."""
+    moment = time.time() if moment is None else moment
     summary = (
         f"runners: {len(status.runners)}  slots busy: {status.slots_busy}/"
         f"{status.slots_total}  in the work queue: {status.in_stream} "
@@ -70,16 +72,90 @@ def format_status(status: PoolStatus) -> str:
     )
     if not status.runners:
         return summary + "\nno runner has a fresh heartbeat"
-    moment = time.time()
-    rows = [
+    runner_rows = [
         (
             state.runner_id,
             state.state,
             f"{state.busy}/{state.slots}",
-            f"{max(0.0, moment - state.heartbeat_at):.1f} s",
-            ", ".join(state.runs) or "-",
+            _age(moment, state.heartbeat_at),
+            state.version or "-",
         )
         for state in status.runners
     ]
-    table = format_table(("runner", "state", "busy", "heartbeat age", "runs"), rows)
-    return summary + "\n\n" + table
+    parts = [
+        summary,
+        format_table(
+            ("runner", "state", "busy", "heartbeat age", "version"), runner_rows
+        ),
+    ]
+    run_rows = [
+        (
+            run.run_id,
+            state.runner_id,
+            run.task,
+            run.adapter,
+            run.model or "-",
+            _age(moment, run.started_at),
+        )
+        for state in status.runners
+        for run in state.run_details
+    ]
+    if run_rows:
+        headers = ("run", "runner", "task", "adapter", "model", "age")
+        parts.append(format_table(headers, run_rows))
+    return "\n\n".join(parts)
+
+
+def format_runs(records: Sequence[RunRecord]) -> str:
+    """Format run records, one line each, in the order given."""
+    rows: list[tuple[object, ...]] = []
+    for record in records:
+        result = record.result
+        if result is None:
+            rows.append(
+                (
+                    record.run_id,
+                    record.state,
+                    record.task,
+                    record.caller or "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                )
+            )
+            continue
+        rows.append(
+            (
+                record.run_id,
+                result.status,
+                record.task or result.task,
+                record.caller or result.caller or "-",
+                result.model or "-",
+                f"{result.duration_s:.2f} s",
+                f"{result.usage.input_tokens}/{result.usage.output_tokens}",
+                f"${result.cost_usd:.6f}",
+                _clock(result.finished_at or record.updated_at),
+            )
+        )
+    headers = (
+        "run",
+        "status",
+        "task",
+        "caller",
+        "model",
+        "duration",
+        "tokens in/out",
+        "cost",
+        "finished",
+    )
+    return format_table(headers, rows) if rows else "no runs match"
+
+
+def _age(moment: float, since: float) -> str:
+    return f"{max(0.0, moment - since):.1f} s" if since else "-"
+
+
+def _clock(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment)) if moment else "-"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from bus.client import PoolClient
 from bus.settings import Settings
 from tests.pool import running_pool, settings_env, wait_until
 
@@ -210,3 +211,64 @@ async def test_cli_cancel_running_run(settings: Settings, nc: object) -> None:
     assert done.returncode == 6, done.stderr
     assert "status:  CANCELLED" in done.stdout
     assert held.returncode == 6
+
+
+async def test_cli_runs_filters_by_status(settings: Settings, nc: object) -> None:
+    async with running_pool(settings, runners=1):
+        await superpool(
+            settings, "run", "good", "--task", "ok-task", "--adapter", "echo"
+        )
+        await superpool(
+            settings,
+            "run",
+            "bad",
+            "--task",
+            "bad-task",
+            "--adapter",
+            "echo",
+            "--model",
+            "fail",
+        )
+        failed = await superpool(settings, "runs", "--status", "RUN_FAILED")
+        every = await superpool(settings, "runs", "--json")
+    assert failed.returncode == 0, failed.stderr
+    assert "bad-task" in failed.stdout
+    assert "ok-task" not in failed.stdout
+    assert sorted(record["task"] for record in json.loads(every.stdout)) == [
+        "bad-task",
+        "ok-task",
+    ]
+
+
+async def test_cli_drain_unknown_runner(settings: Settings, nc: object) -> None:
+    async with running_pool(settings, runners=1):
+        done = await superpool(settings, "drain", "nobody")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "runner nobody is not running"
+
+
+async def test_cli_status_shows_runs_in_flight(settings: Settings, nc: object) -> None:
+    async with running_pool(settings, runners=1):
+        holder = asyncio.create_task(
+            superpool(
+                settings,
+                "run",
+                "x",
+                "--task",
+                "visible",
+                "--adapter",
+                "echo",
+                "--model",
+                "delay=4",
+            )
+        )
+        async with PoolClient(settings) as client:
+            await wait_until(
+                client.status,
+                lambda status: any(state.run_details for state in status.runners),
+            )
+        done = await superpool(settings, "status")
+        await holder
+    assert "visible" in done.stdout
+    assert "runner-0" in done.stdout
+    assert "slots busy: 1/3" in done.stdout
