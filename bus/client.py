@@ -127,6 +127,8 @@ class PoolClient:
         self._connect_task: asyncio.Task[None] | None = None
         self._closed = False
         self.metrics = ClientMetrics()
+        # True once the runs stream was seen; the proxy's /readyz needs it.
+        self.provisioned = False
 
     async def __aenter__(self) -> PoolClient:
         await self.connect()
@@ -176,6 +178,14 @@ class PoolClient:
         await nc.subscribe(self._inbox_prefix + ".*", cb=self._on_event)
         self._nc, self._js = nc, js
         self._registry = RunRegistry(nc, js, kv, self.settings)
+        try:
+            await js.stream_info(self.settings.runs_stream)
+            self.provisioned = True
+        except (NotFoundError, TimeoutError, nats.errors.Error):
+            logger.warning(
+                "stream %s not found; run 'superpool provision'",
+                self.settings.runs_stream,
+            )
 
     async def _keep_connecting(self) -> None:
         while not self._closed:
@@ -375,6 +385,7 @@ class PoolClient:
                 )
             except (TimeoutError, nats.errors.Error):
                 return _unreachable(request, "the runs stream did not answer")
+            self.provisioned = True
             if info.state.messages >= capacity:
                 return _busy(request, capacity)
             headers = {

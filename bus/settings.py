@@ -103,6 +103,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # turns the server off.
     probe_host: str = "127.0.0.1"
     probe_port: int = 9090
+    # The proxy's own probe port, so a runner and a proxy fit on one host.
+    proxy_probe_port: int = 9091
 
     # The MCP proxy's HTTP transport.
     proxy_host: str = "127.0.0.1"

@@ -2,16 +2,19 @@
 
 # No `from __future__ import annotations`: the tools' parameter types are built
 # per server, and the SDK can only resolve them from evaluated annotations.
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib import metadata
-from typing import Annotated
+from typing import Annotated, cast
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 
 from bus.client import PoolClient
+from bus.observability import serve_probes
 from bus.settings import Settings
 from mcp_proxy import arguments
 from mcp_proxy.arguments import (
@@ -180,6 +183,30 @@ def _cancel_tool(tools: PoolTools) -> ToolFunction:
     return super_agent_cancel
 
 
+@contextlib.asynccontextmanager
+async def _probes(settings: Settings, client: object) -> AsyncIterator[None]:
+    """Serve /healthz, /readyz and the client's /metrics while the proxy runs."""
+    metrics = getattr(client, "metrics", None)
+    if settings.proxy_probe_port < 0 or metrics is None:
+        yield
+        return
+    pool = cast("PoolClient", client)
+    task = asyncio.create_task(
+        serve_probes(
+            metrics.registry,
+            lambda: pool.connected,
+            lambda: pool.connected and pool.provisioned,
+            settings.probe_host,
+            settings.proxy_probe_port,
+        )
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def serve(
     settings: Settings,
     transport: str,
@@ -218,7 +245,7 @@ async def serve(
     # Read before connecting, so a bad token file fails the start at once.
     token = load_token(settings) if transport == "http" else ""
     factory = client_factory or _open_pool_client
-    async with factory(settings) as client:
+    async with factory(settings) as client, _probes(settings, client):
         tools = PoolTools(settings, client)
         server = build_server(tools, token=token)
         try:

@@ -57,7 +57,11 @@ async def local_pool(
     async with AsyncExitStack() as stack:
         stack.callback(server.stop)
         # In-process runners share one process, so they serve no probes.
-        changes: dict[str, object] = {"nats_url": server.url, "probe_port": -1}
+        changes: dict[str, object] = {
+            "nats_url": server.url,
+            "probe_port": -1,
+            "proxy_probe_port": -1,
+        }
         if not settings.workspace_roots:
             changes["workspace_roots"] = (os.getcwd(),)
         settings = settings.replace(**changes)

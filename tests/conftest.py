@@ -48,6 +48,7 @@ def make_settings(url: str, tmp_path: Path, **overrides: object) -> Settings:
         "work_root": str(tmp_path / "work"),
         "proxy_port": 0,
         "probe_port": -1,
+        "proxy_probe_port": -1,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

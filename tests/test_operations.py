@@ -271,3 +271,36 @@ async def test_client_counts_admissions(settings: Settings, nc: nats.NATS) -> No
     assert 'superpool_admissions_total{outcome="POOL_BUSY"} 1.0' in text
     assert 'superpool_admissions_total{outcome="POOL_UNREACHABLE"} 1.0' in text
     assert 'superpool_submit_duration_seconds_count{outcome="admitted"} 1.0' in text
+
+
+@pytest.mark.timeout(60)
+async def test_proxy_metrics_and_probes(settings: Settings, nc: nats.NATS) -> None:
+    from mcp import Client
+
+    from mcp_proxy.server import serve
+    from tests.cluster import free_port
+
+    probes = f"http://127.0.0.1:{free_port()}"
+    probed = settings.replace(proxy_probe_port=int(probes.rsplit(":", 1)[1]))
+    listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    async with running_pool(settings, runners=1):
+        proxy = asyncio.create_task(
+            serve(probed, "http", port=0, on_listening=listening.set_result)
+        )
+        url = await asyncio.wait_for(listening, 15)
+        async with Client(url) as client:
+            await client.call_tool(
+                "super_agent_run",
+                {"task": "probe", "prompt_text": "x", "adapter": "echo"},
+            )
+        await wait_until(
+            lambda: asyncio.to_thread(scrape, probes + "/readyz"), lambda r: r[0] == 200
+        )
+        health = await asyncio.to_thread(scrape, probes + "/healthz")
+        code, metrics = await asyncio.to_thread(scrape, probes + "/metrics")
+        proxy.cancel()
+        await asyncio.gather(proxy, return_exceptions=True)
+    assert health == (200, "ok\n")
+    assert code == 200
+    assert 'superpool_admissions_total{outcome="admitted"} 1.0' in metrics
+    assert 'superpool_submit_duration_seconds_count{outcome="admitted"} 1.0' in metrics
