@@ -33,6 +33,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
+from bus.admission import CapacityView, Reservation, StreamView, read_stream_state
 from bus.connection import close as close_connection
 from bus.connection import connect
 from bus.errors import InvalidRequestError, PoolError
@@ -60,6 +61,7 @@ from bus.wire import (
     now,
 )
 from registry.registry import PoolStatus, RunRegistry
+from registry.writes import RegistryWriter
 from runner.sanitizer import check_request_paths
 
 logger = logging.getLogger(__name__)
@@ -121,12 +123,22 @@ class PoolClient:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._registry: RunRegistry | None = None
+        self._writer: RegistryWriter | None = None
         self._inbox_prefix = ""
         self._request_limit = request_limit(self.settings)
         self._waiters: dict[str, _Waiter] = {}
         self._connect_task: asyncio.Task[None] | None = None
         self._closed = False
         self.metrics = ClientMetrics()
+        # Admission's kept views of live capacity and of the work queue
+        # (bus/admission.py explains why both stay exact).
+        self._capacity = CapacityView(
+            self._read_capacity, self.settings.heartbeat_interval_s
+        )
+        self._stream = StreamView(self._read_stream_state)
+        # Withdrawals of runs whose publish timed out, which run on their own
+        # so that the caller hears POOL_UNREACHABLE after one request_timeout.
+        self._withdrawals: set[asyncio.Task[None]] = set()
         # True once the runs stream was seen; the proxy's /readyz needs it.
         self.provisioned = False
 
@@ -145,6 +157,12 @@ class PoolClient:
     def nc(self) -> NATS | None:
         """The NATS connection, or None before the first successful connect."""
         return self._nc
+
+    @property
+    def writer(self) -> RegistryWriter:
+        if self._writer is None:
+            raise PoolError(f"not connected to NATS at {self.settings.nats_url}")
+        return self._writer
 
     @property
     def registry(self) -> RunRegistry:
@@ -178,6 +196,7 @@ class PoolClient:
         await nc.subscribe(self._inbox_prefix + ".*", cb=self._on_event)
         self._nc, self._js = nc, js
         self._registry = RunRegistry(nc, js, kv, self.settings)
+        self._writer = RegistryWriter(nc, js, self._registry, self.settings)
         try:
             await js.stream_info(self.settings.runs_stream)
             self.provisioned = True
@@ -206,6 +225,12 @@ class PoolClient:
         if self._connect_task is not None:
             self._connect_task.cancel()
             await asyncio.gather(self._connect_task, return_exceptions=True)
+        if self._withdrawals:
+            _, late = await asyncio.wait(
+                set(self._withdrawals), timeout=self.settings.request_timeout
+            )
+            for withdrawal in late:
+                withdrawal.cancel()
         if self._nc is not None:
             await close_connection(self._nc)
         self._nc = None
@@ -347,7 +372,7 @@ class PoolClient:
             return record.result
         if record.state != "withdrawn":
             return request.run_id
-        if not await self.registry.reopen(request.run_id, revision):
+        if not await self.writer.reopen(request.run_id, revision):
             return request.run_id
         return f"{request.run_id}.{revision}"
 
@@ -365,50 +390,97 @@ class PoolClient:
 
     async def _admit(self, request: RunRequest, msg_id: str) -> PubAck | RunResult:
         """Publish the request if a live slot is free; else return why not."""
-        assert self._js is not None
         try:
-            capacity = await self.registry.live_capacity()
+            capacity = await self._capacity.get()
         except (PoolError, TimeoutError) as exc:
             return _unreachable(request, f"the registry did not answer: {exc}")
         if capacity == 0:
             return _unreachable(request, "no runner with a fresh heartbeat")
-        subject = run_subject(self.settings, request.task)
         data = encode(request)
-        for _ in range(ADMISSION_ATTEMPTS):
-            try:
-                info = await self._js.stream_info(self.settings.runs_stream)
-            except NotFoundError:
-                return _unreachable(
-                    request,
-                    f"stream {self.settings.runs_stream} does not exist; run "
-                    "'superpool provision'",
-                )
-            except (TimeoutError, nats.errors.Error):
-                return _unreachable(request, "the runs stream did not answer")
-            self.provisioned = True
-            if info.state.messages >= capacity:
+        fresh = False
+        losses = 0
+        while losses < ADMISSION_ATTEMPTS:
+            reservation = self._stream.reserve(capacity)
+            if reservation is not None:
+                admitted = await self._publish(request, data, msg_id, reservation)
+                if admitted is not None:
+                    return admitted
+                losses += 1
+                fresh = False
+                continue
+            if fresh and self._stream.known:
                 return _busy(request, capacity)
-            headers = {
-                MSG_ID_HEADER: msg_id,
-                EXPECTED_LAST_SEQ_HEADER: str(info.state.last_seq),
-                REPLY_HEADER: f"{self._inbox_prefix}.{request.run_id}",
-            }
-            try:
-                return await self._js.publish(subject, data, headers=headers)
-            except APIError as exc:
-                if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
-                    continue
-                if exc.err_code == ERR_MAX_MSGS:
-                    return _busy(request, capacity)
-                return _unreachable(request, f"the runs stream rejected the run: {exc}")
-            except NoStreamResponseError:
-                return _unreachable(request, f"no stream listens on {subject}")
-            except TimeoutError:
-                # The publish may still be stored once the server answers again;
-                # the withdrawn record makes a runner drop it unrun.
-                await self._withdraw_quietly(request)
-                return _unreachable(request, "publishing the run timed out")
+            failed = await self._refresh_stream(request)
+            if failed is not None:
+                return failed
+            # A view that another caller's lost race invalidated meanwhile
+            # counts as a lost race too, so this loop ends.
+            losses += not self._stream.known
+            fresh = True
         return _busy(request, capacity)
+
+    async def _publish(
+        self, request: RunRequest, data: bytes, msg_id: str, reservation: Reservation
+    ) -> PubAck | RunResult | None:
+        """Publish under `reservation`; None means another publish got in first."""
+        assert self._js is not None
+        subject = run_subject(self.settings, request.task)
+        headers = {
+            MSG_ID_HEADER: msg_id,
+            EXPECTED_LAST_SEQ_HEADER: str(reservation.expected_last_seq),
+            REPLY_HEADER: f"{self._inbox_prefix}.{request.run_id}",
+        }
+        stored = False
+        try:
+            ack = await self._js.publish(subject, data, headers=headers)
+            # A duplicate Nats-Msg-Id is acked without being stored.
+            stored = not ack.duplicate
+            return ack
+        except APIError as exc:
+            if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
+                return None
+            if exc.err_code == ERR_MAX_MSGS:
+                return _busy(request, self._capacity_hint())
+            return _unreachable(request, f"the runs stream rejected the run: {exc}")
+        except NoStreamResponseError:
+            return _unreachable(request, f"no stream listens on {subject}")
+        except TimeoutError:
+            # The publish may still be stored once the server answers again;
+            # the withdrawn record makes a runner drop it unrun.
+            withdrawal = asyncio.create_task(self._withdraw_quietly(request))
+            self._withdrawals.add(withdrawal)
+            withdrawal.add_done_callback(self._withdrawals.discard)
+            return _unreachable(request, "publishing the run timed out")
+        finally:
+            self._stream.settle(reservation, stored)
+
+    async def _refresh_stream(self, request: RunRequest) -> RunResult | None:
+        """Read the work queue's state; return why admission cannot go on, or None."""
+        try:
+            await self._stream.refresh()
+        except NotFoundError:
+            return _unreachable(
+                request,
+                f"stream {self.settings.runs_stream} does not exist; run "
+                "'superpool provision'",
+            )
+        except (TimeoutError, nats.errors.Error):
+            return _unreachable(request, "the runs stream did not answer")
+        self.provisioned = True
+        return None
+
+    async def _read_capacity(self) -> int:
+        return await self.registry.live_capacity()
+
+    async def _read_stream_state(self) -> tuple[int, int]:
+        if self._nc is None:
+            raise PoolError(f"not connected to NATS at {self.settings.nats_url}")
+        return await read_stream_state(
+            self._nc, self.settings.runs_stream, self.settings.request_timeout
+        )
+
+    def _capacity_hint(self) -> int:
+        return self._capacity.last
 
     async def _wait_started(
         self, request: RunRequest, waiter: _Waiter, stream_seq: int
@@ -429,10 +501,13 @@ class PoolClient:
         self, request: RunRequest, stream_seq: int
     ) -> RunResult | None:
         try:
-            record = await self.registry.withdraw(
-                request.run_id, task=request.task, caller=request.caller
+            record = await self.writer.withdraw(
+                request.run_id,
+                task=request.task,
+                caller=request.caller,
+                stream_seq=stream_seq,
             )
-        except (PoolError, TimeoutError) as exc:
+        except (PoolError, TimeoutError, nats.errors.Error) as exc:
             return _unreachable(request, f"the registry did not answer: {exc}")
         if record.state == "final" and record.result is not None:
             return record.result
@@ -440,7 +515,6 @@ class PoolClient:
             # A runner claimed the run first (its "started" event may be
             # late or lost), so keep waiting for the result.
             return None
-        await self._delete_request_message(stream_seq)
         if record.result is not None:
             # Someone cancelled the run while it was queued.
             return record.result
@@ -486,7 +560,7 @@ class PoolClient:
         record = await self.registry.get_run(run_id)
         if record is None:
             cancelled = _cancelled(run_id, "cancelled before a runner started it")
-            record = await self.registry.withdraw(run_id, result=cancelled)
+            record = await self.writer.withdraw(run_id, result=cancelled)
         if record.state == "withdrawn":
             return record.result or _cancelled(run_id, "withdrawn before it started")
         if record.state == "final" and record.result is not None:
@@ -508,7 +582,7 @@ class PoolClient:
             cancelled = _cancelled(
                 run_id, f"cancelled after runner {runner_id} was lost"
             )
-            await self.registry.withdraw_lost(run_id, cancelled)
+            await self.writer.withdraw_lost(run_id, cancelled)
         except TimeoutError:
             raise PoolError(
                 f"runner {runner_id} did not confirm the cancel of run {run_id} "
@@ -526,19 +600,9 @@ class PoolClient:
 
     async def _withdraw_quietly(self, request: RunRequest) -> None:
         try:
-            await self.registry.withdraw(request.run_id, task=request.task)
-        except (PoolError, TimeoutError, APIError):
+            await self.writer.withdraw(request.run_id, task=request.task)
+        except (PoolError, TimeoutError, nats.errors.Error):
             logger.warning("could not withdraw run run_id=%s", request.run_id)
-
-    async def _delete_request_message(self, stream_seq: int) -> None:
-        """Remove a withdrawn run's message, so that it frees its place at once."""
-        assert self._js is not None
-        try:
-            await self._js.delete_msg(self.settings.runs_stream, stream_seq)
-        except (NotFoundError, APIError, TimeoutError):
-            # A withdrawn run that stays in the stream is dropped by the
-            # runner that receives it, because it sees the withdrawn record.
-            logger.debug("withdrawn run message not deleted seq=%d", stream_seq)
 
     # Reading
 

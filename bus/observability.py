@@ -15,11 +15,11 @@ import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,15 @@ def probe_app(registry: CollectorRegistry, healthy: Check, ready: Check) -> Star
     async def readyz(request: Request) -> Response:
         return answer(ready())
 
+    async def metrics(request: Request) -> Response:
+        # A plain route: a mounted app would answer /metrics with a redirect.
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Mount("/metrics", app=make_asgi_app(registry)),
+            Route("/metrics", metrics),
         ]
     )
 

@@ -153,12 +153,14 @@ class EmbeddedServer:
             target=self._read_output, name="nats-server-output", daemon=True
         )
         self._reader.start()
-        if not self._ready.wait(STARTUP_TIMEOUT_S) or not self.running:
+        ready = self._ready.wait(STARTUP_TIMEOUT_S)
+        if not ready or not self.running or not self.url:
             tail = "\n".join(list(self.output)[-10:])
             self.stop()
             raise ServerLaunchError(
-                f"nats-server did not become ready within {STARTUP_TIMEOUT_S} s; "
-                f"its last output:\n{tail}"
+                f"nats-server exited or did not become ready within "
+                f"{STARTUP_TIMEOUT_S} s (is port {self.port} in use?); its last "
+                f"output:\n{tail}"
             )
         logger.info(
             "nats-server started url=%s pid=%s store=%s", self.url, self.pid, store

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -147,6 +148,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_prompt_bytes: int = 192 * 1024
 
     def __post_init__(self) -> None:
+        _check_nats_url(self.nats_url)
+        _check_port(self, "proxy_port", lowest=0)
+        _check_port(self, "probe_port", lowest=-1)
+        _check_port(self, "proxy_probe_port", lowest=-1)
         check_credential_settings(self)
         _check_positive(self, "max_prompt_bytes", "max_request_bytes")
         _check_positive(self, "max_inflight", "slots", "max_deliver", "replicas")
@@ -229,6 +234,38 @@ def _parse_env(name: str, annotation: Any, text: str) -> Any:
             ) from None
     # tuple[str, ...]
     return tuple(part for part in text.split(os.pathsep) if part)
+
+
+NATS_URL_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _check_nats_url(nats_url: str) -> None:
+    # nats-py spins without awaiting on an empty server list, so a bad URL
+    # must fail here, before any connect.
+    urls = [url.strip() for url in nats_url.split(",") if url.strip()]
+    if not urls:
+        raise ConfigError(
+            "nats_url",
+            "SUPERPOOL_NATS_URL is empty; give a URL such as nats://127.0.0.1:4222",
+        )
+    for url in urls:
+        parsed = urlsplit(url)
+        if parsed.scheme not in NATS_URL_SCHEMES or not parsed.hostname:
+            raise ConfigError(
+                "nats_url",
+                f"NATS URL {url!r} is invalid: use nats://HOST:PORT (or tls://, ws://, "
+                "wss://), several separated by commas",
+            )
+
+
+def _check_port(settings: Settings, name: str, *, lowest: int) -> None:
+    value = getattr(settings, name)
+    if not lowest <= value <= 65535:
+        off = ", or -1 to turn it off" if lowest < 0 else ""
+        raise ConfigError(
+            name,
+            f"{name} {value} is invalid: use 0 to 65535 (0 picks a free port{off})",
+        )
 
 
 def _check_positive(settings: Settings, *names: str) -> None:

@@ -41,7 +41,8 @@ CwdModeArg = Annotated[
     Field(
         description=(
             "'isolated' runs the agent in a new empty directory. 'caller' runs it "
-            "in caller_cwd, where it can read and change your files."
+            "in caller_cwd, where its file tools can read your files (and write "
+            "them only if the pool allows writes there)."
         )
     ),
 ]
@@ -76,8 +77,8 @@ def path_argument_types(settings: Settings) -> tuple[object, object]:
         str | None,
         Field(
             description=(
-                "Absolute path of a file that contains the prompt, instead of "
-                f"prompt_text. {rule}"
+                "Path of a file that contains the prompt, instead of prompt_text: "
+                f"absolute, or relative to caller_cwd. {rule}"
             )
         ),
     ]

@@ -143,6 +143,11 @@ async def _run_until_cancelled(
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    # create_server leaves proto 0, and asyncio (3.11 base_events._set_nodelay)
+    # sets TCP_NODELAY only on IPPROTO_TCP sockets. Without it a keep-alive
+    # response waits about 40 ms for the client's delayed ACK. Accepted
+    # sockets inherit the option on Linux.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     return sock
 

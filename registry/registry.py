@@ -230,14 +230,23 @@ class RunRegistry:
         return Claim("owned", current, entry[1] if entry else 0)
 
     async def finish(
-        self, run_id: str, runner_id: str, revision: int, result: RunResult
+        self,
+        run_id: str,
+        runner_id: str,
+        revision: int,
+        result: RunResult,
+        claimed: RunRecord | None = None,
     ) -> int:
         """Store the final result under the lease `revision`.
+
+        `claimed` is the record the runner wrote when it claimed the run. It
+        saves reading the record back, because the lease check fails anyway
+        when any other write happened since.
 
         Raises:
             LeaseLostError: another runner claimed the run since.
         """
-        current = await self.get_run(run_id)
+        current = claimed if claimed is not None else await self.get_run(run_id)
         record = RunRecord(
             run_id=run_id,
             state="final",

@@ -45,7 +45,7 @@ from bus.wire import (
     encode,
     now,
 )
-from registry.registry import LeaseLostError
+from registry.registry import Claim, LeaseLostError
 from runner.adapters import get_adapter
 from runner.adapters.base import AdapterRun
 from runner.catalog import catalog_for, with_cost
@@ -78,6 +78,13 @@ async def handle_message(runner: Runner, msg: Msg) -> None:
         request = msgspec.structs.replace(
             request, run_id=_fallback_run_id(msg, stream_seq)
         )
+    if request.run_id in runner.running:
+        # A second message for a run this runner is working on, such as a
+        # duplicate publish under another Nats-Msg-Id: leave it until the
+        # run is final, when the stored result answers it.
+        logger.warning("duplicate message of a running run run_id=%s", request.run_id)
+        await msg.nak(delay=runner.settings.ack_wait_s)
+        return
     record = RunRecord(
         run_id=request.run_id,
         state="running",
@@ -112,14 +119,14 @@ async def handle_message(runner: Runner, msg: Msg) -> None:
     elif claim.previous is not None and attempt >= runner.settings.max_deliver:
         await _fail_exhausted(runner, msg, request, claim.revision, attempt, reply_to)
     else:
-        await _execute(runner, msg, request, claim.revision, attempt, reply_to)
+        await _execute(runner, msg, request, claim, attempt, reply_to)
 
 
 async def _execute(
     runner: Runner,
     msg: Msg,
     request: RunRequest,
-    revision: int,
+    claim: Claim,
     attempt: int,
     reply_to: str | None,
 ) -> None:
@@ -172,7 +179,9 @@ async def _execute(
         finished_at=now(),
     )
     try:
-        await runner.registry.finish(run_id, runner.runner_id, revision, result)
+        await runner.registry.finish(
+            run_id, runner.runner_id, claim.revision, result, claimed=claim.record
+        )
     except LeaseLostError as exc:
         runner.counters["lost_leases"] += 1
         runner.metrics.lost_leases.inc()

@@ -37,6 +37,7 @@ from bus.settings import Settings
 from bus.subjects import RUN_ID_PATTERN, cancel_subjects, result_subject
 from bus.wire import RunInFlight, RunnerState, RunRequest, RunResult, now
 from registry.registry import RunRegistry
+from registry.writes import serve_writes
 from runner.catalog import Catalog
 from runner.execution import handle_message
 from runner.exhaustion import ADVISORY_QUEUE, advisory_subject, on_max_deliveries
@@ -180,6 +181,7 @@ class Runner:
             queue=ADVISORY_QUEUE,
             cb=self._on_max_deliveries,
         )
+        await serve_writes(self._nc, self._js, self._registry, self.settings)
         self._service = await start_service(self)
         self._started_at = now()
         await self._heartbeat_once()
@@ -224,6 +226,11 @@ class Runner:
         assert self._main is not None, "runner not started"
         stopped = asyncio.create_task(self._stopped.wait())
         await asyncio.wait({stopped, self._main}, return_when=asyncio.FIRST_COMPLETED)
+        if self._stopping.is_set():
+            # stop() cancels the background work before it removes the
+            # heartbeat key, so wait for the whole stop.
+            await stopped
+            return
         stopped.cancel()
         if self._main.done() and not self._main.cancelled():
             self._main.result()

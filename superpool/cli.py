@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 from bus.backoff import run_with_backoff
-from bus.client import PoolClient
+from bus.client import PoolClient, new_run_id
 from bus.connection import connect
 from bus.errors import SuperpoolError
 from bus.provision import provision
 from bus.settings import Settings
-from bus.wire import RunResult, Status
+from bus.wire import RunError, RunResult, Status
 from superpool import logs
 from superpool.costs import add_costs_arguments, cmd_costs
 from superpool.tables import format_result
@@ -171,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SuperpoolError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A port in use or a directory that cannot be created.
+        print(f"superpool {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -200,22 +204,47 @@ async def cmd_run(
             "superpool run: give a prompt or --prompt-file, not both", file=sys.stderr
         )
         return EXIT_CODES[Status.INVALID_REQUEST]
+    run_id = new_run_id()
     async with PoolClient(settings, name="superpool-cli") as client:
-        result = await run_with_backoff(
-            client,
-            args.task,
-            deadline_s=args.retry_deadline if args.retry else 0.0,
-            on_busy=_report_busy,
-            prompt_text=args.prompt,
-            prompt_file=args.prompt_file,
-            adapter=args.adapter,
-            cwd_mode=args.cwd_mode,
-            caller_cwd=args.caller_cwd,
-            model_hint=args.model_hint,
-            timeout_s=args.timeout_s,
+        work = asyncio.ensure_future(
+            run_with_backoff(
+                client,
+                args.task,
+                deadline_s=args.retry_deadline if args.retry else 0.0,
+                on_busy=_report_busy,
+                run_id=run_id,
+                prompt_text=args.prompt,
+                prompt_file=args.prompt_file,
+                adapter=args.adapter,
+                cwd_mode=args.cwd_mode,
+                caller_cwd=args.caller_cwd,
+                model_hint=args.model_hint,
+                timeout_s=args.timeout_s,
+            )
         )
+        await _until_stopped(asyncio.shield(work), stop)
+        if not work.done():
+            # Ctrl-C or SIGTERM: stop waiting and cancel the run on the pool,
+            # so it does not hold a slot for nobody.
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            result = await _cancel_quietly(client, run_id)
+            _print_result(result, args.json)
+            return 130
+        result = work.result()
     _print_result(result, args.json)
     return EXIT_CODES[result.status]
+
+
+async def _cancel_quietly(client: PoolClient, run_id: str) -> RunResult:
+    try:
+        return await client.cancel(run_id)
+    except SuperpoolError as exc:
+        return RunResult(
+            run_id=run_id,
+            status=Status.CANCELLED,
+            error=RunError(code=Status.CANCELLED, message=f"stopped waiting; {exc}"),
+        )
 
 
 async def _report_busy(attempt: int, result: RunResult, delay_s: float) -> None:

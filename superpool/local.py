@@ -143,5 +143,26 @@ async def run_local_pool(
             "--task hello --adapter echo"
         )
         print("Stop with Ctrl-C.", flush=True)
-        await stop.wait()
+        await _until_stop_or_server_exit(pool.server, stop)
         print("stopping...", flush=True)
+
+
+# `superpool up` checks its nats-server this often.
+SERVER_CHECK_S = 1.0
+
+
+async def _until_stop_or_server_exit(
+    server: EmbeddedServer, stop: asyncio.Event
+) -> None:
+    """Wait for Ctrl-C or SIGTERM; raise when the embedded nats-server dies first."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), SERVER_CHECK_S)
+        except TimeoutError:
+            pass
+        if not server.running:
+            tail = "\n".join(list(server.output)[-5:])
+            raise ServerLaunchError(
+                f"the embedded nats-server exited; stopping the pool. Its last "
+                f"output:\n{tail}"
+            )

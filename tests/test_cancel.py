@@ -66,3 +66,41 @@ async def test_cancel_finished_run_returns_result(
         again = await client.cancel(done.run_id)
     assert again.status == Status.OK
     assert again.output == done.output
+
+
+async def test_withdraw_never_deletes_other_run(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    import json
+
+    from registry.writes import RegistryWriter
+
+    js = nc.jetstream()
+    async with running_pool(settings, runners=1, slots=1) as runners:
+        async with PoolClient(settings) as client:
+            holder = asyncio.create_task(
+                client.run(
+                    "hold", prompt_text="x", adapter="echo", model_hint="delay=3"
+                )
+            )
+            await wait_until(lambda: len(runners[0].running), lambda n: n == 1)
+            victim = {
+                "task": "victim",
+                "prompt_text": "x",
+                "adapter": "echo",
+                "run_id": "victim-1",
+            }
+            ack = await js.publish(
+                f"{settings.subject_prefix}.run.victim", json.dumps(victim).encode()
+            )
+            writer = RegistryWriter(nc, js, client.registry, settings)
+            record = await writer.withdraw("attacker-1", stream_seq=ack.seq)
+            still_there = await js.get_msg(settings.runs_stream, seq=ack.seq)
+            await holder
+            victim_result = await wait_until(
+                lambda: client.result("victim-1"), lambda result: result is not None
+            )
+    assert record.state == "withdrawn"
+    assert record.run_id == "attacker-1"
+    assert still_there.seq == ack.seq
+    assert victim_result.status == Status.OK

@@ -210,3 +210,39 @@ async def test_frozen_runner_loses_lease(settings: Settings, nc: nats.NATS) -> N
     assert decode_result(first.data).runner_id == "rescuer"
     assert record is not None and record.runner_id == "rescuer"
     assert "runner frozen lost the lease of run fenced-1" in log.read_text()
+
+
+async def test_duplicate_message_keeps_running_result(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    # Another message with the run_id of a run in progress, under a new
+    # Nats-Msg-Id, must not take the run over from its own runner.
+    js = nc.jetstream()
+    first = {
+        "task": "dup",
+        "prompt_text": "original",
+        "adapter": "echo",
+        "run_id": "dup-1",
+        "model_hint": "delay=2",
+    }
+    second = first | {"prompt_text": "duplicate", "model_hint": None}
+    async with running_pool(settings, runners=1) as runners:
+        await js.publish(
+            f"{settings.subject_prefix}.run.dup", json.dumps(first).encode()
+        )
+        await wait_until(
+            lambda: list(runners[0].running), lambda runs: runs == ["dup-1"]
+        )
+        await js.publish(
+            f"{settings.subject_prefix}.run.dup",
+            json.dumps({k: v for k, v in second.items() if v is not None}).encode(),
+            headers={"Nats-Msg-Id": "dup-1-again"},
+        )
+        async with PoolClient(settings) as client:
+            result = await wait_until(
+                lambda: client.result("dup-1"), lambda found: found is not None
+            )
+            await wait_until(client.status, lambda status: status.in_stream == 0)
+    assert result.output == "echo (no model was called): original"
+    assert runners[0].counters["lost_leases"] == 0
+    assert runners[0].counters["OK"] == 1

@@ -83,6 +83,10 @@ def test_settings_default_url() -> None:
             "workspace root 'relative/dir' is relative",
         ),
         ({"SUPERPOOL_HEARTBEAT_TTL_S": "1"}, "heartbeat_ttl_s (1) must be larger"),
+        ({"SUPERPOOL_NATS_URL": ""}, "SUPERPOOL_NATS_URL is empty"),
+        ({"SUPERPOOL_NATS_URL": " , "}, "SUPERPOOL_NATS_URL is empty"),
+        ({"SUPERPOOL_NATS_URL": "http://x:1"}, "NATS URL 'http://x:1' is invalid"),
+        ({"SUPERPOOL_PROXY_PORT": "99999"}, "proxy_port 99999 is invalid"),
     ],
 )
 def test_settings_reject_bad_values(environ: dict[str, str], message: str) -> None:

@@ -105,6 +105,9 @@ async def test_ops_reads_pool(auth_server: AuthServer) -> None:
 # whole server error, subject included.
 DENIED = [
     ("agent-a", "publish", "$KV.pool-registry.runner.x"),
+    # Run records are written by runners only, also for withdrawals.
+    ("agent-a", "publish", "$KV.pool-registry.run.x"),
+    ("agent-a", "publish", "$JS.API.STREAM.MSG.DELETE.POOL_RUNS"),
     ("agent-a", "publish", "$JS.API.CONSUMER.MSG.NEXT.POOL_RUNS.runners"),
     ("agent-a", "subscribe", "pool.result.>"),
     ("agent-a", "subscribe", "_INBOX.agent-b.>"),
