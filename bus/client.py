@@ -364,7 +364,7 @@ class PoolClient:
         try:
             entry = await self.registry.run_entry(request.run_id)
         except (PoolError, TimeoutError) as exc:
-            return _unreachable(request, f"the registry did not answer: {exc}")
+            return _unreachable(request, f"the registry did not respond: {exc}")
         if entry is None:
             return request.run_id
         record, revision = entry
@@ -393,7 +393,7 @@ class PoolClient:
         try:
             capacity = await self._capacity.get()
         except (PoolError, TimeoutError) as exc:
-            return _unreachable(request, f"the registry did not answer: {exc}")
+            return _unreachable(request, f"the registry did not respond: {exc}")
         if capacity == 0:
             return _unreachable(request, "no runner with a fresh heartbeat")
         data = encode(request)
@@ -465,7 +465,7 @@ class PoolClient:
                 "'superpool provision'",
             )
         except (TimeoutError, nats.errors.Error):
-            return _unreachable(request, "the runs stream did not answer")
+            return _unreachable(request, "the runs stream did not respond")
         self.provisioned = True
         return None
 
@@ -508,7 +508,7 @@ class PoolClient:
                 stream_seq=stream_seq,
             )
         except (PoolError, TimeoutError, nats.errors.Error) as exc:
-            return _unreachable(request, f"the registry did not answer: {exc}")
+            return _unreachable(request, f"the registry did not respond: {exc}")
         if record.state == "final" and record.result is not None:
             return record.result
         if record.state == "running":
@@ -619,7 +619,7 @@ class PoolClient:
         except NotFoundError:
             message = None
         except TimeoutError as exc:
-            raise PoolError(f"the results stream did not answer: {exc!r}") from None
+            raise PoolError(f"the results stream did not respond: {exc!r}") from None
         if message is not None and message.data:
             return decode_result(message.data)
         record = await self.registry.get_run(run_id)
@@ -692,7 +692,7 @@ def _unreachable(request: RunRequest, reason: str) -> RunResult:
         caller=request.caller,
         error=RunError(
             code=Status.POOL_UNREACHABLE,
-            message=f"the pool did not answer: {reason}; escalate or run the task "
+            message=f"the pool did not respond: {reason}; escalate or run the task "
             "inline instead of retrying at once",
         ),
     )

@@ -65,4 +65,4 @@ class AdapterError(SuperpoolError):
 
 
 class PoolError(SuperpoolError):
-    """The pool did not answer, or answered with an error."""
+    """The pool did not respond, or responded with an error."""

@@ -138,7 +138,7 @@ class RunRegistry:
             try:
                 states.append(decode_runner(data))
             except msgspec.DecodeError:
-                logger.warning("registry holds an unreadable runner entry; skipped")
+                logger.warning("unreadable runner entry in the registry skipped")
         return sorted(states, key=lambda state: state.runner_id)
 
     async def runner(self, runner_id: str) -> RunnerState | None:
@@ -155,14 +155,14 @@ class RunRegistry:
         """Return the pool summary.
 
         Raises:
-            PoolError: the registry or the runs stream did not answer.
+            PoolError: the registry or the runs stream did not respond.
         """
         runners = await self.runners()
         stream = self._settings.runs_stream
         try:
             info = await self._js.stream_info(stream)
         except (TimeoutError, nats.errors.Error) as exc:
-            raise PoolError(f"stream {stream} did not answer: {exc!r}") from None
+            raise PoolError(f"stream {stream} did not respond: {exc!r}") from None
         ready = [state for state in runners if state.state == "ready"]
         return PoolStatus(
             runners=runners,
@@ -359,7 +359,7 @@ class RunRegistry:
             try:
                 records.append(decode_record(data))
             except msgspec.DecodeError:
-                logger.warning("registry holds an unreadable run record; skipped")
+                logger.warning("unreadable run record in the registry skipped")
         return records
 
     # Reads
@@ -413,7 +413,7 @@ class RunRegistry:
                 await asyncio.wait_for(done.wait(), self._settings.request_timeout)
             except TimeoutError:
                 raise PoolError(
-                    f"registry bucket {self._bucket} did not answer within "
+                    f"registry bucket {self._bucket} did not respond within "
                     f"{self._settings.request_timeout} s"
                 ) from None
         finally:

@@ -118,7 +118,7 @@ class RegistryWriter:
             return None
         except TimeoutError:
             raise PoolError(
-                f"no runner answered the {action} of run {write.run_id} within "
+                f"no runner responded to the {action} of run {write.run_id} within "
                 f"{self._settings.request_timeout} s"
             ) from None
         return msgspec.json.decode(answer.data, type=WriteReply)

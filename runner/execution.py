@@ -368,19 +368,12 @@ async def _fail_exhausted(
 ) -> None:
     """End a run whose runners died on every delivery but this last one."""
     lost = attempt - 1
-    result = RunResult(
-        run_id=request.run_id,
-        status=Status.RUN_FAILED,
-        task=request.task,
+    result = msgspec.structs.replace(
+        lost_runner_result(
+            request.run_id, request.task, runner.runner_id, attempt, lost
+        ),
         adapter=request.adapter,
         caller=request.caller,
-        runner_id=runner.runner_id,
-        attempt=attempt,
-        finished_at=now(),
-        error=RunError(
-            code=Status.RUN_FAILED,
-            message=f"runner lost {lost} times; the run was not started again",
-        ),
     )
     try:
         await runner.registry.finish(request.run_id, runner.runner_id, revision, result)
@@ -390,6 +383,24 @@ async def _fail_exhausted(
     await publish_result(runner, result, reply_to)
     logger.warning(
         "run failed after lost runners run_id=%s lost=%d", request.run_id, lost
+    )
+
+
+def lost_runner_result(
+    run_id: str, task: str, runner_id: str, attempt: int, lost: int
+) -> RunResult:
+    """Return the RUN_FAILED result of a run whose runners died `lost` times."""
+    return RunResult(
+        run_id=run_id,
+        status=Status.RUN_FAILED,
+        task=task,
+        runner_id=runner_id,
+        attempt=attempt,
+        finished_at=now(),
+        error=RunError(
+            code=Status.RUN_FAILED,
+            message=f"runner lost {lost} times; the run was not started again",
+        ),
     )
 
 

@@ -26,8 +26,8 @@ from bus.subjects import (
     reply_subject,
     task_of_subject,
 )
-from bus.wire import RunError, RunResult, Status, decode_request, now
-from runner.execution import publish_result
+from bus.wire import decode_request
+from runner.execution import lost_runner_result, publish_result
 
 if TYPE_CHECKING:
     from runner.runner import Runner
@@ -56,18 +56,8 @@ async def on_max_deliveries(runner: Runner, advisory: Msg) -> None:
     except NotFoundError:
         return
     run_id, task, reply_to = _identify(runner, message, stream_seq)
-    result = RunResult(
-        run_id=run_id,
-        status=Status.RUN_FAILED,
-        task=task,
-        runner_id=runner.runner_id,
-        attempt=deliveries,
-        finished_at=now(),
-        error=RunError(
-            code=Status.RUN_FAILED,
-            message=f"runner lost {deliveries} times; the run was not started again",
-        ),
-    )
+    # Every delivery was lost, the last one included.
+    result = lost_runner_result(run_id, task, runner.runner_id, deliveries, deliveries)
     record = await runner.registry.fail_lost(run_id, result)
     current = await runner.registry.get_run(run_id)
     if record is None and current is not None and current.state == "running":

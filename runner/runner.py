@@ -337,7 +337,11 @@ class Runner:
             raise
         except (PoolError, TimeoutError, nats.errors.Error) as exc:
             # NATS failed mid-run; the message comes back after ack_wait.
-            logger.warning("run not answered runner=%s error=%r", self.runner_id, exc)
+            logger.warning(
+                "run left unacked after a NATS failure runner=%s error=%r",
+                self.runner_id,
+                exc,
+            )
         except Exception:
             logger.exception("message handling failed runner=%s", self.runner_id)
 

@@ -146,7 +146,7 @@ def gemini_declarations(specs: Iterable[ToolSpec]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """What one tool call returns to the model."""
+    """The output of one tool call, as the model receives it."""
 
     text: str
     is_error: bool = False

@@ -83,7 +83,8 @@ async def test_cli_status_table(settings: Settings, nc: object) -> None:
         as_json = await superpool(settings, "status", "--json")
     assert done.returncode == 0, done.stderr
     assert "runners: 2  slots busy: 0/6" in done.stdout
-    assert "runner-0" in done.stdout and "runner-1" in done.stdout
+    assert "runner-0" in done.stdout
+    assert "runner-1" in done.stdout
     assert json.loads(as_json.stdout)["slots_total"] == 6
 
 

@@ -102,7 +102,7 @@ class GeminiAdapter:
             base_url=run.settings.gemini_base_url or None,
             timeout=math.ceil(run.timeout_s * 1000),
             # google-genai 3.6 switches its async client to aiohttp whenever
-            # aiohttp is importable; a transport of our own keeps it on httpx2,
+            # aiohttp is importable. A transport of our own keeps it on httpx2,
             # so errors and timeouts stay the ones this adapter handles.
             async_client_args={"transport": httpx2.AsyncHTTPTransport()},
         )

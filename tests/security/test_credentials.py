@@ -196,8 +196,8 @@ async def test_agent_default_inbox_unusable(
     assert result.status == Status.POOL_UNREACHABLE
     assert result.error is not None
     assert result.error.message == (
-        "the pool did not answer: the registry did not answer: registry bucket "
-        "pool-registry did not answer within 0.5 s; escalate or run the task "
+        "the pool did not respond: the registry did not respond: registry bucket "
+        "pool-registry did not respond within 0.5 s; escalate or run the task "
         "inline instead of retrying at once"
     )
     assert denied[0].startswith(
