@@ -77,6 +77,23 @@ class Claim:
     previous: RunRecord | None = None
 
 
+def final_record(claimed: RunRecord, runner_id: str, result: RunResult) -> RunRecord:
+    """Return the final record of a run, keeping what its claim recorded."""
+    return RunRecord(
+        run_id=claimed.run_id,
+        state="final",
+        task=result.task,
+        adapter=result.adapter,
+        caller=result.caller,
+        runner_id=runner_id,
+        attempt=result.attempt,
+        stream_seq=claimed.stream_seq,
+        claimed_at=claimed.claimed_at,
+        updated_at=now(),
+        result=result,
+    )
+
+
 @dataclass(frozen=True)
 class PoolStatus:
     runners: list[RunnerState] = field(default_factory=list)
@@ -247,44 +264,33 @@ class RunRegistry:
             LeaseLostError: another runner claimed the run since.
         """
         current = claimed if claimed is not None else await self.get_run(run_id)
-        record = RunRecord(
-            run_id=run_id,
-            state="final",
-            task=result.task,
-            adapter=result.adapter,
-            caller=result.caller,
-            runner_id=runner_id,
-            attempt=result.attempt,
-            stream_seq=current.stream_seq if current else 0,
-            claimed_at=current.claimed_at if current else 0.0,
-            updated_at=now(),
-            result=result,
+        record = final_record(
+            current or RunRecord(run_id=run_id, state="running"), runner_id, result
         )
         try:
             return await self._kv.update(run_key(run_id), encode(record), last=revision)
         except KeyWrongLastSequenceError:
             raise LeaseLostError(run_id, runner_id) from None
 
+    async def store_first(self, record: RunRecord) -> bool:
+        """Create a run's record, final or not; False when the run has one already.
+
+        A runner whose run ended before it needed a claim stores the final
+        record this way: the create is the claim and the result in one write.
+        """
+        try:
+            await self._kv.create(run_key(record.run_id), encode(record))
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
     async def finish_unclaimed(self, result: RunResult) -> bool:
         """Store the final result of a run nobody claimed, such as an invalid request.
 
         Returns False when a record exists already.
         """
-        record = RunRecord(
-            run_id=result.run_id,
-            state="final",
-            task=result.task,
-            caller=result.caller,
-            adapter=result.adapter,
-            runner_id=result.runner_id,
-            updated_at=now(),
-            result=result,
-        )
-        try:
-            await self._kv.create(run_key(result.run_id), encode(record))
-        except KeyWrongLastSequenceError:
-            return False
-        return True
+        blank = RunRecord(run_id=result.run_id, state="running")
+        return await self.store_first(final_record(blank, result.runner_id, result))
 
     async def withdraw(
         self,

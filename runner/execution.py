@@ -1,12 +1,25 @@
 """One delivered message, from claim to acked result.
 
+A first delivery starts at once and is claimed in the registry at its first
+outward step: a model call, a tool call or a progress event (`Lease`), or
+`CLAIM_AFTER_S` after it started, whichever comes first. So the claim's round
+trip overlaps the adapter's preparation, and a run that ends before it needs
+a claim, such as an echo run, stores its claim and its result in one create
+of its final record. Nothing leaves the runner before the claim holds. A run
+whose claim is rejected is dropped, and the message is handled as the
+registry's record requires. A redelivery is claimed before it starts, because
+the claim decides whether an earlier runner still owns the run.
+
 The order of the last steps matters. The result is written to the run record
 under the lease first, so a runner that lost its lease stops there and
-neither acks nor answers. The ack comes next, so the slot is free before the
-caller hears the result. Then the caller's inbox and the results stream get
-the result. A runner that dies between the record and the ack leaves a final
-record, and the runner that gets the redelivery sends that stored result
-instead of running the task again.
+neither acks nor sends a result. The ack comes next, so the slot is free
+before the caller has the result. The ack is not confirmed, which saves a
+round trip, but the ack and the result event leave on one connection in that
+order, so the server receives the ack first. Then the caller's inbox and the
+results stream get the result. A runner that
+dies between the record and the ack leaves a final record, and the runner
+that gets the redelivery sends that stored result instead of running the
+task again.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ from bus.wire import (
     encode,
     now,
 )
-from registry.registry import Claim, LeaseLostError
+from registry.registry import Claim, LeaseLostError, final_record
 from runner.adapters import get_adapter
 from runner.adapters.base import AdapterRun
 from runner.catalog import catalog_for, with_cost
@@ -60,7 +73,117 @@ logger = logging.getLogger(__name__)
 
 # A caller hears from a working run at least this often.
 PROGRESS_INTERVAL_S = 10.0
+# A run that has taken no outward step this long after it started is claimed
+# anyway, so the registry shows it and a cancel reaches it.
+CLAIM_AFTER_S = 0.05
 _RUN_ID_RE = re.compile(RUN_ID_PATTERN)
+
+
+class ClaimRejected(Exception):
+    """The registry rejected a run's claim, so the run must stop without a trace."""
+
+    def __init__(self, claim: Claim) -> None:
+        super().__init__(
+            f"claim rejected: run {claim.record.run_id} is {claim.outcome}"
+        )
+        self.claim = claim
+
+
+class ClaimFailed(Exception):
+    """The claim itself failed, as when NATS is down, so the message comes back."""
+
+
+class Lease:
+    """A run's claim in the registry, made once, when the run first needs it.
+
+    `acquire()` claims the run on the first call and returns at once on later
+    ones. It raises `ClaimRejected` when the record says the run is final,
+    withdrawn or owned by a live runner, and `ClaimFailed` when the claim
+    could not be made.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        record: RunRecord,
+        reply_to: str | None,
+        claim: Claim | None = None,
+    ) -> None:
+        self.runner = runner
+        self.record = record
+        self.reply_to = reply_to
+        self.claim = claim
+        # The run's work, which a claim rejected in the background cancels.
+        self.work: asyncio.Task[RunResult] | None = None
+        self._claiming: asyncio.Task[Claim] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.claim is not None and self.claim.outcome == "claimed"
+
+    @property
+    def rejected(self) -> bool:
+        return self.claim is not None and self.claim.outcome != "claimed"
+
+    @property
+    def pending(self) -> bool:
+        """True while no claim was made or started."""
+        return self.claim is None and self._claiming is None
+
+    def start(self) -> asyncio.Task[Claim]:
+        """Start the claim once. A rejection or a failure cancels the run's work."""
+        if self._claiming is None:
+            self._claiming = asyncio.get_running_loop().create_task(self._claim())
+            self._claiming.add_done_callback(self._stop_work)
+        return self._claiming
+
+    @property
+    def failed(self) -> bool:
+        """True when the claim could not be made, as when NATS is down."""
+        claiming = self._claiming
+        return (
+            claiming is not None
+            and claiming.done()
+            and (claiming.cancelled() or claiming.exception() is not None)
+        )
+
+    async def acquire(self) -> None:
+        if self.claim is None:
+            try:
+                await asyncio.shield(self.start())
+            except Exception as exc:
+                raise ClaimFailed(
+                    f"claim of run {self.record.run_id} failed: {exc!r}"
+                ) from exc
+        assert self.claim is not None
+        if self.claim.outcome != "claimed":
+            raise ClaimRejected(self.claim)
+
+    async def _claim(self) -> Claim:
+        claim = await self.runner.registry.claim(self.record)
+        self.claim = claim
+        if claim.outcome == "claimed":
+            await announce_start(self.runner, self.record, self.reply_to)
+        return claim
+
+    def _stop_work(self, claiming: asyncio.Task[Claim]) -> None:
+        if (self.failed or self.rejected) and self.work is not None:
+            self.work.cancel()
+
+
+async def announce_start(
+    runner: Runner, record: RunRecord, reply_to: str | None
+) -> None:
+    """Log a claimed run's start and tell its caller."""
+    logger.info(
+        "run started run_id=%s task=%s adapter=%s runner=%s attempt=%d",
+        record.run_id,
+        record.task,
+        record.adapter,
+        runner.runner_id,
+        record.attempt,
+    )
+    await _send_event(runner, reply_to, RunEvent(kind="started", run_id=record.run_id))
 
 
 async def handle_message(runner: Runner, msg: Msg) -> None:
@@ -85,6 +208,7 @@ async def handle_message(runner: Runner, msg: Msg) -> None:
         logger.warning("duplicate message of a running run run_id=%s", request.run_id)
         await msg.nak(delay=runner.settings.ack_wait_s)
         return
+    moment = now()
     record = RunRecord(
         run_id=request.run_id,
         state="running",
@@ -94,40 +218,51 @@ async def handle_message(runner: Runner, msg: Msg) -> None:
         runner_id=runner.runner_id,
         attempt=attempt,
         stream_seq=stream_seq,
-        claimed_at=now(),
-        updated_at=now(),
+        claimed_at=moment,
+        updated_at=moment,
     )
+    if attempt == 1:
+        await _execute(runner, msg, request, Lease(runner, record, reply_to), reply_to)
+        return
     claim = await runner.registry.claim(record)
-    if claim.outcome == "final" and claim.record.result is not None:
-        logger.info(
-            "run already final run_id=%s; sending stored result", request.run_id
-        )
-        await msg.ack_sync()
-        await publish_result(runner, claim.record.result, reply_to)
-    elif claim.outcome in ("withdrawn", "final"):
-        logger.info("run withdrawn by its caller run_id=%s; dropped", request.run_id)
-        await msg.term()
-        if claim.record.result is not None:
-            await publish_result(runner, claim.record.result, reply_to)
-    elif claim.outcome == "owned":
-        logger.warning(
-            "run held by a live runner run_id=%s owner=%s; leaving it",
-            request.run_id,
-            claim.record.runner_id,
-        )
-        await msg.nak(delay=runner.settings.ack_wait_s)
+    if claim.outcome != "claimed":
+        await _handle_rejected(runner, msg, claim, reply_to)
     elif claim.previous is not None and attempt >= runner.settings.max_deliver:
         await _fail_exhausted(runner, msg, request, claim.revision, attempt, reply_to)
     else:
-        await _execute(runner, msg, request, claim, attempt, reply_to)
+        await announce_start(runner, record, reply_to)
+        lease = Lease(runner, record, reply_to, claim)
+        await _execute(runner, msg, request, lease, reply_to)
+
+
+async def _handle_rejected(
+    runner: Runner, msg: Msg, claim: Claim, reply_to: str | None
+) -> None:
+    """Ack, term or nak a message whose run this runner must not run, per its record."""
+    run_id = claim.record.run_id
+    if claim.outcome == "final" and claim.record.result is not None:
+        logger.info("run already final run_id=%s; sending stored result", run_id)
+        await msg.ack()
+        await publish_result(runner, claim.record.result, reply_to)
+    elif claim.outcome in ("withdrawn", "final"):
+        logger.info("run withdrawn by its caller run_id=%s; dropped", run_id)
+        await msg.term()
+        if claim.record.result is not None:
+            await publish_result(runner, claim.record.result, reply_to)
+    else:
+        logger.warning(
+            "run held by a live runner run_id=%s owner=%s; leaving it",
+            run_id,
+            claim.record.runner_id,
+        )
+        await msg.nak(delay=runner.settings.ack_wait_s)
 
 
 async def _execute(
     runner: Runner,
     msg: Msg,
     request: RunRequest,
-    claim: Claim,
-    attempt: int,
+    lease: Lease,
     reply_to: str | None,
 ) -> None:
     run_id = request.run_id
@@ -135,23 +270,34 @@ async def _execute(
     started_at = now()
     runner.run_started[run_id] = started_at
     clock = time.monotonic()
-    logger.info(
-        "run started run_id=%s task=%s adapter=%s runner=%s attempt=%d",
-        run_id,
-        request.task,
-        request.adapter,
-        runner.runner_id,
-        attempt,
-    )
-    await _send_event(runner, reply_to, RunEvent(kind="started", run_id=run_id))
-    keepalive = asyncio.create_task(_keep_alive(runner, msg, request, reply_to))
-    work = asyncio.create_task(produce_result(runner, request, reply_to))
+    loop = asyncio.get_running_loop()
+    work = loop.create_task(produce_result(runner, request, lease, reply_to))
+    lease.work = work
     runner.work[run_id] = work
+    keepalive = _KeepAlive(runner, msg, lease)
+    timers = [loop.call_later(runner.settings.ack_wait_s / 3, keepalive.start)]
+    if lease.pending:
+        timers.append(loop.call_later(CLAIM_AFTER_S, lease.start))
     try:
         result = await work
+    except ClaimRejected as rejected:
+        await _handle_rejected(runner, msg, rejected.claim, reply_to)
+        return
+    except ClaimFailed as exc:
+        raise PoolError(str(exc)) from exc
     except asyncio.CancelledError:
-        if run_id not in runner.cancel_requested or not work.cancelled():
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
             raise
+        # The work was cancelled by a rejected or failed claim, or by a cancel request.
+        if lease.rejected:
+            assert lease.claim is not None
+            await _handle_rejected(runner, msg, lease.claim, reply_to)
+            return
+        if lease.failed or run_id not in runner.cancel_requested:
+            raise PoolError(
+                f"claim of run {run_id} failed; left for redelivery"
+            ) from None
         result = _failed(
             RunResult(
                 run_id=run_id,
@@ -164,8 +310,9 @@ async def _execute(
             "cancelled by request",
         )
     finally:
-        keepalive.cancel()
-        await asyncio.gather(keepalive, return_exceptions=True)
+        for timer in timers:
+            timer.cancel()
+        await keepalive.stop()
         runner.running.pop(run_id, None)
         runner.work.pop(run_id, None)
         runner.cancel_requested.discard(run_id)
@@ -174,20 +321,24 @@ async def _execute(
     result = msgspec.structs.replace(
         result,
         runner_id=runner.runner_id,
-        attempt=attempt,
+        attempt=lease.record.attempt,
         started_at=started_at,
         finished_at=now(),
     )
     try:
-        await runner.registry.finish(
-            run_id, runner.runner_id, claim.revision, result, claimed=claim.record
-        )
+        rejection = await _store_final(runner, lease, result)
     except LeaseLostError as exc:
         runner.counters["lost_leases"] += 1
         runner.metrics.lost_leases.inc()
         logger.warning("%s; result dropped run_id=%s", exc, run_id)
         return
-    await msg.ack_sync()
+    if rejection is not None:
+        await _handle_rejected(runner, msg, rejection, reply_to)
+        return
+    # NOTE: the server applies acks on a queue of its own, so this ordering
+    # frees the slot before the caller has the result in practice, not by a
+    # guarantee of the server.
+    await msg.ack()
     await publish_result(runner, result, reply_to)
     runner.counters[result.status.value] += 1
     runner.metrics.observe(result, time.monotonic() - clock)
@@ -204,10 +355,85 @@ async def _execute(
     )
 
 
+async def _store_final(runner: Runner, lease: Lease, result: RunResult) -> Claim | None:
+    """Store the run's final record; return the claim that rejected the run, if any.
+
+    A run that was never claimed creates its final record, which claims it
+    and stores its result in one write. When a record exists already, the
+    run is claimed as usual: a record left by a lost runner is taken over.
+
+    Raises:
+        LeaseLostError: another runner claimed the run since this one did.
+    """
+    registry = runner.registry
+    if lease.pending:
+        record = final_record(lease.record, runner.runner_id, result)
+        if await registry.store_first(record):
+            return None
+    try:
+        await lease.acquire()
+    except ClaimRejected as rejected:
+        return rejected.claim
+    except ClaimFailed as exc:
+        raise PoolError(str(exc)) from exc
+    assert lease.claim is not None
+    await registry.finish(
+        result.run_id,
+        runner.runner_id,
+        lease.claim.revision,
+        result,
+        claimed=lease.record,
+    )
+    return None
+
+
+class _KeepAlive:
+    """Reset the message's ack timer and tell the caller the run still works.
+
+    It starts one third of `ack_wait_s` into the run, so a short run never
+    creates its task.
+    """
+
+    def __init__(self, runner: Runner, msg: Msg, lease: Lease) -> None:
+        self._runner = runner
+        self._msg = msg
+        self._lease = lease
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        runner, lease = self._runner, self._lease
+        run_id = lease.record.run_id
+        interval = runner.settings.ack_wait_s / 3
+        last_progress = time.monotonic()
+        while True:
+            try:
+                await self._msg.in_progress()
+            except Exception:
+                logger.warning("in-progress ack failed run_id=%s", run_id)
+            if lease.held and time.monotonic() - last_progress >= PROGRESS_INTERVAL_S:
+                last_progress = time.monotonic()
+                event = RunEvent(
+                    kind="progress", run_id=run_id, message="still working"
+                )
+                await _send_event(runner, lease.reply_to, event)
+            await asyncio.sleep(interval)
+
+
 async def produce_result(
-    runner: Runner, request: RunRequest, reply_to: str | None
+    runner: Runner, request: RunRequest, lease: Lease, reply_to: str | None
 ) -> RunResult:
-    """Run the adapter in the run's workspace; turn every failure into a status."""
+    """Run the adapter in the run's workspace; turn every failure into a status.
+
+    A rejected or failed claim is not a status of the run, so it is re-raised.
+    """
     base = RunResult(
         run_id=request.run_id,
         status=Status.OK,
@@ -218,6 +444,7 @@ async def produce_result(
     timeout_s = request.timeout_s or runner.settings.default_timeout_s
 
     async def progress(message: str) -> None:
+        await lease.acquire()
         await _send_event(
             runner,
             reply_to,
@@ -234,13 +461,21 @@ async def produce_result(
             base, adapter=route.adapter, model=route.model, notes=route.notes
         )
         runner.run_models[request.run_id] = route.model
-        with workspace(runner.settings, request) as cwd:
+        with workspace(runner.settings, request) as place:
             prompt = read_prompt(runner, request)
             run = AdapterRun(
-                request, prompt, cwd, route.model, runner.settings, progress
+                request,
+                prompt,
+                place.path,
+                route.model,
+                runner.settings,
+                progress,
+                lease.acquire,
             )
             async with asyncio.timeout(timeout_s):
                 output = await adapter.run(run)
+    except (ClaimRejected, ClaimFailed):
+        raise
     except TimeoutError:
         failed = _failed(
             base, Status.RUN_TIMEOUT, f"the run passed its timeout of {timeout_s:g} s"

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -34,6 +34,7 @@ from tests.providers import (
     SDK_ENV,
     AnthropicServer,
     GeminiServer,
+    RecordedRequest,
     ScriptedResponse,
     anthropic_error,
     anthropic_message,
@@ -293,6 +294,60 @@ async def test_isolated_write_works(
         "is_error": False,
     }
     assert read["content"] == "hi"
+
+
+async def test_written_workspace_removed_after_each_outcome(
+    agent_settings: Settings, anthropic: AnthropicServer
+) -> None:
+    work = Path(agent_settings.work_root)
+    seen: list[list[str]] = []
+
+    def write(call_id: str) -> ScriptedResponse:
+        return anthropic_tool_use(
+            model=SONNET,
+            calls=[(call_id, "write_file", {"path": "draft.md", "content": "hi"})],
+        )
+
+    def look(reply: ScriptedResponse) -> Callable[[RecordedRequest], ScriptedResponse]:
+        # Runs in the provider's thread while the run waits for this reply.
+        def respond(request: RecordedRequest) -> ScriptedResponse:
+            seen.append(sorted(str(p.relative_to(work)) for p in work.rglob("*.md")))
+            return reply
+
+        return respond
+
+    def slow(request: RecordedRequest) -> ScriptedResponse:
+        time.sleep(1.5)
+        return ScriptedResponse(body=anthropic_message(model=SONNET, text="late"))
+
+    anthropic.enqueue(
+        write("toolu_1"),
+        look(ScriptedResponse(body=anthropic_message(model=SONNET, text="Drafted."))),
+        write("toolu_2"),
+        look(anthropic_error(401, "authentication_error", "invalid key")),
+        write("toolu_3"),
+        slow,
+    )
+    async with (
+        running_pool(agent_settings, runners=1),
+        PoolClient(agent_settings) as client,
+    ):
+        ok = await client.run("draft", prompt_text="Draft it.", adapter="claude")
+        failed = await client.run("draft", prompt_text="Draft it.", adapter="claude")
+        timed_out = await client.run(
+            "draft", prompt_text="Draft it.", adapter="claude", timeout_s=0.5
+        )
+
+    assert [ok.status, failed.status, timed_out.status] == [
+        Status.OK,
+        Status.RUN_FAILED,
+        Status.RUN_TIMEOUT,
+    ]
+    # Each run wrote into a directory of its own, gone once the run ended.
+    assert len(seen) == 2
+    assert all(len(files) == 1 and files[0].endswith("/draft.md") for files in seen)
+    assert seen[0] != seen[1]
+    assert list(work.iterdir()) == []
 
 
 async def test_429_retried_then_ok(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import nats
 
@@ -172,29 +171,3 @@ async def test_malformed_payload_invalid_not_redelivered(
     assert "JSON is malformed" in result.error.message
     assert info.num_redelivered == 0
     assert runners[0].counters["INVALID_REQUEST"] == 1
-
-
-async def test_workspace_removed_after_each_outcome(
-    settings: Settings, nc: object
-) -> None:
-    work = Path(settings.work_root)
-    async with running_pool(settings, runners=1), PoolClient(settings) as client:
-        running = asyncio.create_task(
-            client.run("ws", prompt_text="x", adapter="echo", model_hint="delay=1")
-        )
-        seen = await wait_until(
-            lambda: [path for path in work.glob("run-*") if path.is_dir()],
-            lambda dirs: len(dirs) == 1,
-        )
-        ok = await running
-        failed = await client.run(
-            "ws", prompt_text="x", adapter="echo", model_hint="fail"
-        )
-        timed_out = await client.run(
-            "ws", prompt_text="x", adapter="echo", model_hint="delay=5", timeout_s=0.5
-        )
-    assert seen[0].parent == work
-    assert ok.status == Status.OK
-    assert failed.status == Status.RUN_FAILED
-    assert timed_out.status == Status.RUN_TIMEOUT
-    assert list(work.glob("run-*")) == []

@@ -40,24 +40,44 @@ async def _no_progress(message: str) -> None:
     return None
 
 
+async def _no_claim() -> None:
+    return None
+
+
 @dataclass
 class AdapterRun:
     """One run, as the runner hands it to an adapter.
 
     `prompt` is the prompt text, already read from `prompt_file` when the
-    request named one; `workspace` is the run's working directory; `model` is
-    the model the catalog resolved for the request. `spent` adds up the tokens
-    of every model call, so the runner can price a run that fails or times
-    out after some turns.
+    request named one; `place` is the run's working directory, or what makes
+    it on first use (see `workspace`); `model` is the model the catalog
+    resolved for the request. `spent` adds up the tokens of every model call,
+    so the runner can price a run that fails or times out after some turns.
+
+    `claim` must be awaited before the run's first outward step: a model
+    call, a tool call or a progress event. The runner claims the run in the
+    registry then, so its claim's round trip overlaps the adapter's own
+    preparation, and a run that needs no outward step at all is claimed
+    together with its result. It raises when the registry refuses the claim;
+    adapters let that exception pass. `call_with_retries` and `progress` claim
+    first on their own.
     """
 
     request: RunRequest
     prompt: str
-    workspace: Path
+    place: Path | Callable[[], Path]
     model: str
     settings: Settings
     progress: ProgressCallback = _no_progress
+    claim: Callable[[], Awaitable[None]] = _no_claim
     spent: Usage = field(default_factory=Usage)
+
+    @property
+    def workspace(self) -> Path:
+        """The run's working directory, made on first use."""
+        if not isinstance(self.place, Path):
+            self.place = self.place()
+        return self.place
 
     @property
     def timeout_s(self) -> float:
@@ -157,6 +177,7 @@ async def call_with_retries(
     settings = run.settings
     attempts = max(settings.provider_max_retries, 0) + 1
     for attempt in range(attempts):
+        await run.claim()
         try:
             return await call()
         except Exception as exc:

@@ -272,11 +272,12 @@ async def test_reply_header_to_runner_inbox_denied(auth_server: AuthServer) -> N
         await nc.close()
     await listener.flush()
     await listener.close()
-    # The started and the result event, each refused. The server's output is
-    # read by a thread of its own, so wait for both lines.
+    # An echo run is claimed together with its result, so the result event
+    # is the only one, and it is refused. The server's output is read by a
+    # thread of its own, so wait for the line.
     denied = await wait_until(
         lambda: [line for line in auth_server.violations() if "_INBOX_runner" in line],
-        lambda lines: len(lines) == 2,
+        lambda lines: len(lines) == 1,
     )
     assert overheard == []
     for line in denied:
