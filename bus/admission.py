@@ -28,12 +28,11 @@ from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.js.errors import APIError, NotFoundError
+
+from bus.jetstream import ApiError
 
 # JetStream API prefix of the stream info request.
 STREAM_INFO_SUBJECT = "$JS.API.STREAM.INFO."
-# HTTP-like status of a JetStream API error for a missing stream.
-NOT_FOUND = 404
 
 
 class _StreamState(msgspec.Struct):
@@ -41,15 +40,9 @@ class _StreamState(msgspec.Struct):
     last_seq: int = 0
 
 
-class _ApiError(msgspec.Struct):
-    code: int = 0
-    err_code: int = 0
-    description: str = ""
-
-
 class _StreamInfoReply(msgspec.Struct):
     state: _StreamState | None = None
-    error: _ApiError | None = None
+    error: ApiError | None = None
 
 
 _REPLY_DECODER = msgspec.json.Decoder(_StreamInfoReply)
@@ -71,12 +64,7 @@ async def read_stream_state(
     reply = await nc.request(STREAM_INFO_SUBJECT + stream, b"", timeout=request_timeout)
     info = _REPLY_DECODER.decode(reply.data)
     if info.error is not None:
-        error = NotFoundError if info.error.code == NOT_FOUND else APIError
-        raise error(
-            code=info.error.code,
-            err_code=info.error.err_code,
-            description=info.error.description,
-        )
+        info.error.raise_it()
     state = info.state or _StreamState()
     return state.messages, state.last_seq
 

@@ -25,6 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from bus.errors import PoolError
+from bus.jetstream import publish_expecting
 from bus.provision import KV_STREAM_PREFIX
 from bus.settings import Settings
 from bus.subjects import RUNNER_KEY_PREFIX, run_key, runner_key
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_KEYS = 10_000
 # A claim may race another runner's claim or takeover; retry this often.
 CLAIM_ATTEMPTS = 3
-EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
 
 class LeaseLostError(PoolError):
@@ -135,6 +135,39 @@ class RunRegistry:
     def _subject(self, key: str) -> str:
         return f"$KV.{self._bucket}.{key}"
 
+    async def _create(self, key: str, value: bytes) -> int:
+        """Create `key`; return its revision.
+
+        Raises:
+            KeyWrongLastSequenceError: the key exists.
+        """
+        try:
+            return await self._update(key, value, 0)
+        except KeyWrongLastSequenceError as exists:
+            conflict = exists
+        # A deleted or purged key keeps a marker, which a create must expect.
+        # nats-py's get raises KeyNotFoundError for it, with the marker entry.
+        try:
+            await self._kv.get(key)
+        except KeyNotFoundError as missing:
+            if missing.entry is not None and missing.entry.revision:
+                return await self._update(key, value, missing.entry.revision)
+        raise conflict
+
+    async def _update(self, key: str, value: bytes, last: int) -> int:
+        """Write `key` only if its revision is `last`; return the new revision.
+
+        Raises:
+            KeyWrongLastSequenceError: the key's revision is not `last`.
+        """
+        return await publish_expecting(
+            self._nc,
+            self._subject(key),
+            value,
+            last,
+            request_timeout=self._settings.request_timeout,
+        )
+
     # Runners
 
     async def heartbeat(self, state: RunnerState) -> None:
@@ -216,7 +249,7 @@ class RunRegistry:
         key = run_key(record.run_id)
         for _ in range(CLAIM_ATTEMPTS):
             try:
-                revision = await self._kv.create(key, encode(record))
+                revision = await self._create(key, encode(record))
                 return Claim("claimed", record, revision)
             except KeyWrongLastSequenceError:
                 pass
@@ -231,7 +264,7 @@ class RunRegistry:
             ):
                 return Claim("owned", current, revision)
             try:
-                revision = await self._kv.update(key, encode(record), last=revision)
+                revision = await self._update(key, encode(record), revision)
             except KeyWrongLastSequenceError:
                 continue
             logger.warning(
@@ -268,7 +301,7 @@ class RunRegistry:
             current or RunRecord(run_id=run_id, state="running"), runner_id, result
         )
         try:
-            return await self._kv.update(run_key(run_id), encode(record), last=revision)
+            return await self._update(run_key(run_id), encode(record), revision)
         except KeyWrongLastSequenceError:
             raise LeaseLostError(run_id, runner_id) from None
 
@@ -279,7 +312,7 @@ class RunRegistry:
         record this way: the create is the claim and the result in one write.
         """
         try:
-            await self._kv.create(run_key(record.run_id), encode(record))
+            await self._create(run_key(record.run_id), encode(record))
         except KeyWrongLastSequenceError:
             return False
         return True
@@ -316,7 +349,7 @@ class RunRegistry:
         )
         for _ in range(CLAIM_ATTEMPTS):
             try:
-                await self._kv.create(run_key(run_id), encode(record))
+                await self._create(run_key(run_id), encode(record))
                 return record
             except KeyWrongLastSequenceError:
                 current = await self.get_run(run_id)
@@ -354,7 +387,7 @@ class RunRegistry:
             current, state=state, updated_at=now(), result=result
         )
         try:
-            await self._kv.update(run_key(run_id), encode(record), last=revision)
+            await self._update(run_key(run_id), encode(record), revision)
         except KeyWrongLastSequenceError:
             return None
         return record
