@@ -55,14 +55,24 @@ async def sequential(client: PoolClient, count: int, warmup: int) -> Summary:
 
 
 async def submit_until_admitted(
-    client: PoolClient, model_hint: str | None
+    client: PoolClient, model_hint: str | None, wait_for_slot: bool = False
 ) -> tuple[RunResult, int]:
-    """Run one echo run, retrying POOL_BUSY; return the result and the attempts."""
+    """Run one echo run, retrying POOL_BUSY; return the result and the attempts.
+
+    With `wait_for_slot`, the client itself waits for a slot
+    (`PoolClient.run(wait_for_slot_s=...)`) instead of the caller retrying.
+    """
     deadline = time.monotonic() + SUBMIT_DEADLINE_S
+    wait_s = SUBMIT_DEADLINE_S if wait_for_slot else 0.0
     attempts = 0
     while True:
         attempts += 1
-        result = await client.run("bench", model_hint=model_hint, **ECHO)  # type: ignore[arg-type]
+        result = await client.run(
+            "bench",
+            model_hint=model_hint,
+            wait_for_slot_s=wait_s,
+            **ECHO,  # type: ignore[arg-type]
+        )
         if result.status is not Status.POOL_BUSY or time.monotonic() > deadline:
             return result, attempts
         await asyncio.sleep(random.uniform(0, RETRY_MAX_S))
@@ -75,10 +85,14 @@ class _Round:
     failures: int = 0
 
 
-async def _submitter(client: PoolClient, state: _Round, model_hint: str | None) -> None:
+async def _submitter(
+    client: PoolClient, state: _Round, model_hint: str | None, wait_for_slot: bool
+) -> None:
     while state.left > 0:
         state.left -= 1
-        result, attempts = await submit_until_admitted(client, model_hint)
+        result, attempts = await submit_until_admitted(
+            client, model_hint, wait_for_slot
+        )
         state.retries += attempts - 1
         state.failures += result.status is not Status.OK
 
@@ -90,15 +104,23 @@ async def throughput(
     submitters: int,
     rounds: int,
     model_hint: str | None = None,
+    wait_for_slot: bool = False,
 ) -> Throughput:
-    """Push `runs` echo runs through `submitters` concurrent callers, `rounds` times."""
+    """Push `runs` echo runs through `submitters` concurrent callers, `rounds` times.
+
+    The callers retry POOL_BUSY themselves, or with `wait_for_slot` let the
+    client wait for a slot.
+    """
     rates = []
     retries = failures = 0
     for _ in range(rounds):
         state = _Round(runs)
         started = time.perf_counter()
         await asyncio.gather(
-            *(_submitter(client, state, model_hint) for _ in range(submitters))
+            *(
+                _submitter(client, state, model_hint, wait_for_slot)
+                for _ in range(submitters)
+            )
         )
         rates.append(runs / (time.perf_counter() - started))
         retries += state.retries

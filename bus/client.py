@@ -17,6 +17,7 @@ capacity, so a publish that raced another one fails and is retried.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -29,7 +30,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -37,6 +37,7 @@ from bus.admission import CapacityView, Reservation, StreamView, read_stream_sta
 from bus.connection import close as close_connection
 from bus.connection import connect
 from bus.errors import InvalidRequestError, PoolError
+from bus.jetstream import PubAck, publish
 from bus.limits import check_prompt_text, check_request_size, request_limit
 from bus.metrics import ClientMetrics
 from bus.provision import KV_STREAM_PREFIX
@@ -82,6 +83,9 @@ RESULT_POLL_S = 0.05
 # A resubmitted run whose first submission is still running polls for its
 # result this often.
 DUPLICATE_POLL_S = 0.25
+# A run that waits for a slot reads the stream at least this often, for
+# slots that the runs of other clients free.
+SLOT_POLL_S = 0.05
 # JetStream error codes (nats-server).
 ERR_MAX_MSGS = 10077
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -136,6 +140,11 @@ class PoolClient:
             self._read_capacity, self.settings.heartbeat_interval_s
         )
         self._stream = StreamView(self._read_stream_state)
+        # Runs waiting for a slot, oldest first. A result of one of this
+        # client's runs frees a slot, so it wakes the oldest.
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = (
+            collections.deque()
+        )
         # Withdrawals of runs whose publish timed out, which run on their own
         # so that the caller hears POOL_UNREACHABLE after one request_timeout.
         self._withdrawals: set[asyncio.Task[None]] = set()
@@ -244,6 +253,8 @@ class PoolClient:
         waiter = self._waiters.get(event.run_id)
         if waiter is not None:
             waiter.queue.put_nowait(event)
+        if event.kind == "result":
+            self._wake_slot_waiter()
 
     # Submitting
 
@@ -261,8 +272,14 @@ class PoolClient:
         run_id: str | None = None,
         caller: str | None = None,
         on_event: EventCallback | None = None,
+        wait_for_slot_s: float = 0.0,
     ) -> RunResult:
         """Run one task on the pool and return its result.
+
+        With `wait_for_slot_s`, a run that finds every slot busy waits up to
+        that long for one and returns POOL_BUSY only then. It takes a slot as
+        soon as one of this client's runs ends, or within `SLOT_POLL_S` of one
+        that another client's run frees.
 
         A run_id given again within the stream's duplicate window is not run
         twice: the call waits for, or returns, the first run's result.
@@ -288,10 +305,20 @@ class PoolClient:
             return _unreachable(
                 request, f"no connection to NATS at {self.settings.nats_url}"
             )
+        if not 0 <= wait_for_slot_s <= self.settings.max_timeout_s:
+            return _local_result(
+                run_id,
+                task,
+                Status.INVALID_REQUEST,
+                f"wait_for_slot_s {wait_for_slot_s:g} is invalid: give 0 to "
+                f"{self.settings.max_timeout_s:g} s",
+            )
         waiter = _Waiter(on_event)
         self._waiters[run_id] = waiter
         try:
-            return await self._submit_and_wait(request, waiter, explicit)
+            return await self._submit_and_wait(
+                request, waiter, explicit, wait_for_slot_s
+            )
         except (PoolError, nats.errors.Error) as exc:
             # NATS failed under the run, for example during a cluster leader
             # election; the run may still finish and be read by run_id later.
@@ -326,7 +353,11 @@ class PoolClient:
         return request
 
     async def _submit_and_wait(
-        self, request: RunRequest, waiter: _Waiter, explicit: bool
+        self,
+        request: RunRequest,
+        waiter: _Waiter,
+        explicit: bool,
+        wait_for_slot_s: float,
     ) -> RunResult:
         timeout = (request.timeout_s or self.settings.default_timeout_s) + (
             self.settings.result_margin_s
@@ -338,7 +369,7 @@ class PoolClient:
                 return earlier
             msg_id = earlier
         submitted = time.monotonic()
-        admitted = await self._admit(request, msg_id)
+        admitted = await self._admit(request, msg_id, submitted + wait_for_slot_s)
         outcome = (
             admitted.status.value if isinstance(admitted, RunResult) else "admitted"
         )
@@ -388,15 +419,32 @@ class PoolClient:
             await asyncio.sleep(DUPLICATE_POLL_S)
         return _timed_out(request, wait_s)
 
-    async def _admit(self, request: RunRequest, msg_id: str) -> PubAck | RunResult:
-        """Publish the request if a live slot is free; else return why not."""
-        try:
-            capacity = await self._capacity.get()
-        except (PoolError, TimeoutError) as exc:
-            return _unreachable(request, f"the registry did not respond: {exc}")
-        if capacity == 0:
-            return _unreachable(request, "no runner with a fresh heartbeat")
+    async def _admit(
+        self, request: RunRequest, msg_id: str, slot_deadline: float
+    ) -> PubAck | RunResult:
+        """Publish the request once a live slot is free; else return why not.
+
+        Past `slot_deadline` (on the monotonic clock) a busy pool is POOL_BUSY.
+        """
         data = encode(request)
+        while True:
+            try:
+                capacity = await self._capacity.get()
+            except (PoolError, TimeoutError) as exc:
+                return _unreachable(request, f"the registry did not respond: {exc}")
+            if capacity == 0:
+                return _unreachable(request, "no runner with a fresh heartbeat")
+            admitted = await self._admit_once(request, data, msg_id, capacity)
+            busy = (
+                isinstance(admitted, RunResult) and admitted.status is Status.POOL_BUSY
+            )
+            if not busy or not await self._wait_for_slot(slot_deadline):
+                return admitted
+
+    async def _admit_once(
+        self, request: RunRequest, data: bytes, msg_id: str, capacity: int
+    ) -> PubAck | RunResult:
+        """Publish the request if one of `capacity` slots is free now."""
         fresh = False
         losses = 0
         while losses < ADMISSION_ATTEMPTS:
@@ -419,11 +467,36 @@ class PoolClient:
             fresh = True
         return _busy(request, capacity)
 
+    async def _wait_for_slot(self, deadline: float) -> bool:
+        """Wait at most `SLOT_POLL_S` for a freed slot; False once past `deadline`."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(woken)
+        try:
+            async with asyncio.timeout(min(remaining, SLOT_POLL_S)):
+                await woken
+        except TimeoutError:
+            pass
+        finally:
+            # A timeout or a cancel leaves the future queued; a wake popped it.
+            if not woken.done() or woken.cancelled():
+                self._slot_waiters.remove(woken)
+        return True
+
+    def _wake_slot_waiter(self) -> None:
+        while self._slot_waiters:
+            woken = self._slot_waiters.popleft()
+            if not woken.done():
+                woken.set_result(None)
+                return
+
     async def _publish(
         self, request: RunRequest, data: bytes, msg_id: str, reservation: Reservation
     ) -> PubAck | RunResult | None:
         """Publish under `reservation`; None means another publish got in first."""
-        assert self._js is not None
+        assert self._nc is not None
         subject = run_subject(self.settings, request.task)
         headers = {
             MSG_ID_HEADER: msg_id,
@@ -432,7 +505,13 @@ class PoolClient:
         }
         stored = False
         try:
-            ack = await self._js.publish(subject, data, headers=headers)
+            ack = await publish(
+                self._nc,
+                subject,
+                data,
+                headers=headers,
+                request_timeout=self.settings.request_timeout,
+            )
             # A duplicate Nats-Msg-Id is acked without being stored.
             stored = not ack.duplicate
             return ack
@@ -616,7 +695,8 @@ class PoolClient:
                 result_subject(self.settings, run_id),
                 direct=True,
             )
-        except NotFoundError:
+        except (NotFoundError, NoRespondersError):
+            # NoRespondersError: the results stream is gone; the record has it.
             message = None
         except TimeoutError as exc:
             raise PoolError(f"the results stream did not respond: {exc!r}") from None
@@ -634,7 +714,8 @@ async def _next_event(waiter: _Waiter, deadline: float) -> RunEvent | None:
     if remaining <= 0:
         return None
     try:
-        return await asyncio.wait_for(waiter.queue.get(), remaining)
+        async with asyncio.timeout(remaining):
+            return await waiter.queue.get()
     except TimeoutError:
         return None
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import time
 from pathlib import Path
 
 import nats
+import pytest
 
 from bus.client import PoolClient
 from bus.connection import connect
@@ -162,3 +164,93 @@ async def test_withdrawn_run_id_can_run_again(
     assert first.status == Status.POOL_BUSY
     assert second.status == Status.OK
     assert second.run_id == "again-1"
+
+
+async def test_wait_for_slot_takes_freed_slot(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    async with (
+        running_pool(settings, runners=1, slots=1),
+        PoolClient(settings) as client,
+    ):
+        holder = asyncio.create_task(
+            client.run("hold", prompt_text="x", adapter="echo", model_hint="delay=0.5")
+        )
+        await wait_until(
+            lambda: nc.jetstream().stream_info(settings.runs_stream),
+            lambda info: info.state.messages == 1,
+        )
+        waited = await client.run(
+            "wait", prompt_text="y", adapter="echo", wait_for_slot_s=10
+        )
+        held = await holder
+    assert held.status == Status.OK
+    assert waited.status == Status.OK
+    assert waited.output == "echo (no model was called): y"
+    assert waited.started_at >= held.finished_at
+
+
+async def test_wait_for_slot_sees_other_clients(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    # The holder's result reaches another client, so only the stream read
+    # every SLOT_POLL_S tells the waiting client that the slot is free.
+    async with (
+        running_pool(settings, runners=1, slots=1),
+        PoolClient(settings) as other,
+        PoolClient(settings) as client,
+    ):
+        holder = asyncio.create_task(
+            other.run("hold", prompt_text="x", adapter="echo", model_hint="delay=0.5")
+        )
+        await wait_until(
+            lambda: nc.jetstream().stream_info(settings.runs_stream),
+            lambda info: info.state.messages == 1,
+        )
+        waited = await client.run(
+            "wait", prompt_text="y", adapter="echo", wait_for_slot_s=10
+        )
+        held = await holder
+    assert waited.status == Status.OK
+    assert waited.started_at >= held.finished_at
+
+
+async def test_wait_for_slot_ends_busy(settings: Settings, nc: nats.NATS) -> None:
+    async with (
+        running_pool(settings, runners=1, slots=1),
+        PoolClient(settings) as client,
+    ):
+        holder = asyncio.create_task(
+            client.run("hold", prompt_text="x", adapter="echo", model_hint="delay=2")
+        )
+        await wait_until(
+            lambda: nc.jetstream().stream_info(settings.runs_stream),
+            lambda info: info.state.messages == 1,
+        )
+        busy = await client.run(
+            "wait", prompt_text="y", adapter="echo", wait_for_slot_s=0.3
+        )
+        info = await nc.jetstream().stream_info(settings.runs_stream)
+        held = await holder
+    assert busy.status == Status.POOL_BUSY
+    assert busy.error is not None
+    assert busy.error.message.startswith("all 1 live slots are busy")
+    assert info.state.messages == 1
+    assert held.status == Status.OK
+    # Waiting runs that gave up leave nothing queued behind them.
+    assert client._slot_waiters == collections.deque()
+
+
+@pytest.mark.parametrize("wait", [-1.0, 1e9])
+async def test_wait_for_slot_out_of_range(
+    settings: Settings, nc: nats.NATS, wait: float
+) -> None:
+    async with PoolClient(settings) as client:
+        result = await client.run(
+            "wait", prompt_text="y", adapter="echo", wait_for_slot_s=wait
+        )
+    assert result.status == Status.INVALID_REQUEST
+    assert result.error is not None
+    assert result.error.message == (
+        f"wait_for_slot_s {wait:g} is invalid: give 0 to {settings.max_timeout_s:g} s"
+    )
