@@ -538,13 +538,22 @@ async def _keep_alive(
 async def publish_result(
     runner: Runner, result: RunResult, reply_to: str | None
 ) -> None:
-    """Send the result to the caller's inbox and store it on the results stream."""
+    """Send the result to the caller's inbox and store it on the results stream.
+
+    Neither waits for the server. The stream's acknowledgement goes to the
+    runner's `stored_inbox`, which logs a result that was not stored, so a
+    slow acknowledgement holds no slot.
+    """
     await _send_event(
         runner, reply_to, RunEvent(kind="result", run_id=result.run_id, result=result)
     )
     try:
-        await runner.js.publish(runner.result_subject(result.run_id), encode(result))
-    except (PoolError, TimeoutError) as exc:
+        await runner.nc.publish(
+            runner.result_subject(result.run_id),
+            encode(result),
+            reply=f"{runner.stored_inbox}.{result.run_id}",
+        )
+    except Exception as exc:
         logger.warning(
             "result not stored on the results stream run_id=%s error=%r; the "
             "run record keeps it",

@@ -1,15 +1,21 @@
-"""Pull requests on the runners' consumer, sized to the runner's free slots.
+"""Pull requests on the runners' consumer, one per free slot.
 
 nats-py's `fetch(n)` waits for the whole batch or its timeout before it
 returns, which would hold a run that arrives on an idle runner for the rest
 of the fetch timeout. The puller instead keeps its own pull requests open on
-the consumer and hands over each message the moment it arrives. The batch
-sizes of the open requests never add up to more than the free slots, so the
-server cannot deliver more messages than the runner can start.
+the consumer and hands over each message the moment it arrives. It never
+has more requests open than the runner has free slots, so the server cannot
+deliver more messages than the runner can start.
 
-Each pull request has its own subscription: JetStream delivers a message
-with its stream subject, not the request's reply subject, so the
-subscription is what tells which request a message fulfils.
+Every request asks for one message, and all of them reply to subjects under
+one wildcard subscription. JetStream delivers a message with its stream
+subject, so a delivery does not tell which request it fulfils. With batches
+of one, any delivery ends exactly one request, and the server serves a
+consumer's waiting requests oldest first, so the puller ends its oldest one.
+A status message (expired, or ended by the server) names its request in its
+subject. Should the oldest guess ever be wrong, the request that is still
+counted ends at its deadline: the puller then undercounts its free slots for
+a while, and never overcounts them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -34,13 +39,7 @@ PULL_EXPIRES_S = 5.0
 PULL_GRACE_S = 2.0
 STATUS_HEADER = "Status"
 HEARTBEAT_STATUS = "100"
-
-
-@dataclass
-class _PullRequest:
-    remaining: int
-    deadline: float
-    subscription: Subscription | None = None
+_REQUEST_BODY = json.dumps({"batch": 1, "expires": int(PULL_EXPIRES_S * 1e9)}).encode()
 
 
 class Puller:
@@ -57,79 +56,69 @@ class Puller:
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._deliver = deliver
         self._inbox = nc.new_inbox()
-        self._requests: dict[str, _PullRequest] = {}
+        # Reply subject to deadline of each open request, oldest first.
+        self._open: dict[str, float] = {}
         self._counter = 0
+        self._subscription: Subscription | None = None
         self.changed = asyncio.Event()
 
     @property
     def requested(self) -> int:
         """Messages that the open pull requests may still deliver."""
-        return sum(request.remaining for request in self._requests.values())
+        return len(self._open)
+
+    async def start(self) -> None:
+        self._subscription = await self._nc.subscribe(
+            f"{self._inbox}.*", cb=self._on_message
+        )
 
     async def stop(self) -> None:
-        for reply in list(self._requests):
-            await self._end(reply)
+        self._open.clear()
+        if self._subscription is not None:
+            try:
+                await self._subscription.unsubscribe()
+            except Exception:
+                logger.debug("unsubscribe of the pull inbox failed", exc_info=True)
+            self._subscription = None
 
     async def forget_all(self) -> None:
         """Drop every open request, as after a reconnect, when the server lost them."""
-        await self.stop()
+        self._open.clear()
         self.changed.set()
 
-    async def request(self, batch: int) -> None:
-        """Open one pull request for up to `batch` messages."""
-        await self.prune()
-        self._counter += 1
-        reply = f"{self._inbox}.{self._counter}"
-        request = _PullRequest(
-            remaining=batch, deadline=time.monotonic() + PULL_EXPIRES_S + PULL_GRACE_S
-        )
-        self._requests[reply] = request
+    async def request(self, count: int) -> None:
+        """Open `count` pull requests for one message each."""
+        self.prune()
+        deadline = time.monotonic() + PULL_EXPIRES_S + PULL_GRACE_S
+        for _ in range(count):
+            self._counter += 1
+            reply = f"{self._inbox}.{self._counter}"
+            self._open[reply] = deadline
+            await self._nc.publish(self._next_subject, _REQUEST_BODY, reply=reply)
 
-        async def on_message(msg: Msg) -> None:
-            await self._on_message(reply, msg)
-
-        request.subscription = await self._nc.subscribe(reply, cb=on_message)
-        body = {"batch": batch, "expires": int(PULL_EXPIRES_S * 1e9)}
-        await self._nc.publish(
-            self._next_subject, json.dumps(body).encode(), reply=reply
-        )
-
-    async def prune(self) -> None:
+    def prune(self) -> None:
         """Forget requests that should have ended by now."""
         moment = time.monotonic()
-        for reply in [r for r, req in self._requests.items() if req.deadline < moment]:
-            await self._end(reply)
+        for reply in [reply for reply, end in self._open.items() if end < moment]:
+            del self._open[reply]
 
-    async def _end(self, reply: str) -> None:
-        request = self._requests.pop(reply, None)
-        if request is not None and request.subscription is not None:
-            try:
-                await request.subscription.unsubscribe()
-            except Exception:
-                logger.debug(
-                    "unsubscribe of an ended pull request failed", exc_info=True
-                )
-
-    async def _on_message(self, reply: str, msg: Msg) -> None:
+    async def _on_message(self, msg: Msg) -> None:
         status = msg.headers.get(STATUS_HEADER) if msg.headers else None
         if status == HEARTBEAT_STATUS:
             return
         if status:
             # 408 (expired), 409 (a limit such as max_ack_pending was hit, or
-            # the consumer changed) and 404 end the request.
+            # the consumer changed) and 404 end the request named here.
             if status != "408":
                 logger.debug(
                     "pull request ended status=%s description=%s",
                     status,
                     msg.headers.get("Description") if msg.headers else "",
                 )
-            await self._end(reply)
+            self._open.pop(msg.subject, None)
             self.changed.set()
             return
-        request = self._requests.get(reply)
-        if request is not None:
-            request.remaining -= 1
-            if request.remaining <= 0:
-                await self._end(reply)
+        if self._open:
+            del self._open[next(iter(self._open))]
         self._deliver(msg)
         self.changed.set()

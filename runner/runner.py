@@ -21,17 +21,19 @@ import time
 import uuid
 from importlib import metadata
 
+import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from nats.micro.service import Service
 
 from bus.connection import close as close_connection
 from bus.connection import connect
 from bus.credentials import load_provider_keys
 from bus.errors import ConfigError, PoolError, SuperpoolError
+from bus.jetstream import decode_pub_ack
 from bus.observability import serve_probes
 from bus.settings import Settings
 from bus.subjects import RUN_ID_PATTERN, cancel_subjects, result_subject
@@ -42,13 +44,15 @@ from runner.catalog import Catalog
 from runner.execution import handle_message
 from runner.exhaustion import ADVISORY_QUEUE, advisory_subject, on_max_deliveries
 from runner.metrics import RunnerMetrics
-from runner.puller import Puller
+from runner.puller import STATUS_HEADER, Puller
 from runner.service import start_service
 
 logger = logging.getLogger(__name__)
 
 # The pull loop wakes at least this often to drop pull requests the server lost.
 PULL_LOOP_WAKE_S = 1.0
+# Status that the server sends when no stream captures a publish.
+NO_RESPONDERS_STATUS = "503"
 # Heartbeat failures are logged once per this many seconds.
 HEARTBEAT_WARN_EVERY_S = 10.0
 
@@ -117,6 +121,8 @@ class Runner:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._last_heartbeat_warning = 0.0
+        # Acknowledgements of stored results arrive on `<stored_inbox>.<run_id>`.
+        self.stored_inbox = ""
 
     # The parts that execution uses.
 
@@ -173,9 +179,12 @@ class Runner:
         self._puller = Puller(
             self._nc, self.settings.runs_stream, self.settings.consumer, self._accept
         )
+        await self._puller.start()
         await self._nc.subscribe(
             cancel_subjects(self.settings, self.runner_id), cb=self._on_cancel
         )
+        self.stored_inbox = self._nc.new_inbox()
+        await self._nc.subscribe(f"{self.stored_inbox}.*", cb=self._on_stored)
         await self._nc.subscribe(
             advisory_subject(self.settings.runs_stream, self.settings.consumer),
             queue=ADVISORY_QUEUE,
@@ -357,7 +366,7 @@ class Runner:
         assert self._puller is not None
         puller = self._puller
         while not self._stopping.is_set():
-            await puller.prune()
+            puller.prune()
             free = self.slots - self._held - puller.requested
             if free > 0 and self.ready:
                 try:
@@ -366,7 +375,8 @@ class Runner:
                     logger.warning("pull request failed runner=%s", self.runner_id)
             puller.changed.clear()
             try:
-                await asyncio.wait_for(puller.changed.wait(), PULL_LOOP_WAKE_S)
+                async with asyncio.timeout(PULL_LOOP_WAKE_S):
+                    await puller.changed.wait()
             except TimeoutError:
                 pass
 
@@ -380,6 +390,25 @@ class Runner:
         self.cancel_requested.add(run_id)
         work.cancel()
         await msg.respond(b'{"cancelled": true}')
+
+    async def _on_stored(self, msg: Msg) -> None:
+        """Log a result that the results stream did not store."""
+        run_id = msg.subject.rsplit(".", 1)[-1]
+        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
+            error = f"no stream captures {result_subject(self.settings, run_id)}"
+        else:
+            try:
+                decode_pub_ack(msg.data)
+                return
+            except (APIError, msgspec.DecodeError) as exc:
+                error = repr(exc)
+        self.counters["results_not_stored"] += 1
+        logger.warning(
+            "result not stored on the results stream run_id=%s error=%s; the run "
+            "record keeps it",
+            run_id,
+            error,
+        )
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         try:

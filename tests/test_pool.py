@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import nats
+import pytest
 
 from bus.client import PoolClient
 from bus.settings import Settings
@@ -171,3 +172,31 @@ async def test_malformed_payload_invalid_not_redelivered(
     assert "JSON is malformed" in result.error.message
     assert info.num_redelivered == 0
     assert runners[0].counters["INVALID_REQUEST"] == 1
+
+
+async def test_unstored_result_logged_and_kept(
+    settings: Settings, nc: nats.NATS, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator deleted the results stream: the run record still keeps
+    # the result, and the runner logs that the stream did not store it.
+    await nc.jetstream().delete_stream(settings.results_stream)
+    async with (
+        running_pool(settings, runners=1) as runners,
+        PoolClient(settings) as client,
+    ):
+        result = await client.run("lost", prompt_text="x", adapter="echo")
+        await wait_until(
+            lambda: runners[0].counters["results_not_stored"],
+            lambda count: count == 1,
+        )
+        stored = await client.result(result.run_id)
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if "not stored on the results stream" in record.getMessage()
+    ]
+    assert result.status == Status.OK
+    assert stored == result
+    assert len(warnings) == 1
+    assert f"run_id={result.run_id}" in warnings[0]
+    assert f"no stream captures {settings.subject_prefix}.result." in warnings[0]
