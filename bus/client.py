@@ -83,6 +83,9 @@ RESULT_POLL_S = 0.05
 # A resubmitted run whose first submission is still running polls for its
 # result this often.
 DUPLICATE_POLL_S = 0.25
+# Run ids that new_run_id made and no run used yet; past this many the set
+# is cleared, which costs later runs one registry read each, nothing more.
+MAX_FRESH_RUN_IDS = 10_000
 # A run that waits for a slot reads the stream at least this often, for
 # slots that the runs of other clients free.
 SLOT_POLL_S = 0.05
@@ -148,6 +151,8 @@ class PoolClient:
         # Withdrawals of runs whose publish timed out, which run on their own
         # so that the caller hears POOL_UNREACHABLE after one request_timeout.
         self._withdrawals: set[asyncio.Task[None]] = set()
+        # Run ids from new_run_id() that no run used yet (see run()).
+        self._fresh_run_ids: set[str] = set()
         # True once the runs stream was seen; the proxy's /readyz needs it.
         self.provisioned = False
 
@@ -258,6 +263,18 @@ class PoolClient:
 
     # Submitting
 
+    def new_run_id(self) -> str:
+        """Make a run_id for a later `run()` of this client.
+
+        Such a run_id is new by construction, so `run()` skips its registry
+        read for an earlier run of the same run_id.
+        """
+        if len(self._fresh_run_ids) >= MAX_FRESH_RUN_IDS:
+            self._fresh_run_ids.clear()
+        run_id = new_run_id()
+        self._fresh_run_ids.add(run_id)
+        return run_id
+
     async def run(
         self,
         task: str,
@@ -284,8 +301,10 @@ class PoolClient:
         A run_id given again within the stream's duplicate window is not run
         twice: the call waits for, or returns, the first run's result.
         """
-        explicit = run_id is not None
-        run_id = run_id or new_run_id()
+        explicit = run_id is not None and run_id not in self._fresh_run_ids
+        if run_id is None:
+            run_id = new_run_id()
+        self._fresh_run_ids.discard(run_id)
         try:
             request = self._build_request(
                 run_id=run_id,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any, Protocol
 
 from mcp_types import CallToolResult
@@ -38,6 +37,8 @@ CANCEL_ERRORS = frozenset({Status.POOL_UNREACHABLE, Status.INVALID_REQUEST})
 
 class RunClient(SupportsRun, Protocol):
     """The part of `bus.client.PoolClient` that the proxy uses."""
+
+    def new_run_id(self) -> str: ...
 
     async def result(self, run_id: str) -> RunResult | None: ...
 
@@ -87,7 +88,7 @@ class PoolTools:
         **arguments: Any,
     ) -> CallToolResult:
         """Run one task, with progress, and build the tool result."""
-        run_id = uuid.uuid4().hex
+        run_id = self.client.new_run_id()
         logger.info(
             "run requested run_id=%s task=%s adapter=%s cwd_mode=%s wait_for_slot_s=%g",
             run_id,

@@ -200,3 +200,28 @@ async def test_unstored_result_logged_and_kept(
     assert len(warnings) == 1
     assert f"run_id={result.run_id}" in warnings[0]
     assert f"no stream captures {settings.subject_prefix}.result." in warnings[0]
+
+
+async def test_minted_run_id_skips_earlier_run_read(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    async with (
+        running_pool(settings, runners=1),
+        PoolClient(settings) as client,
+    ):
+        reads: list[str] = []
+        run_entry = client.registry.run_entry
+
+        async def counted(run_id: str) -> object:
+            reads.append(run_id)
+            return await run_entry(run_id)
+
+        client.registry.run_entry = counted  # type: ignore[method-assign]
+        run_id = client.new_run_id()
+        first = await client.run("mint", prompt_text="x", adapter="echo", run_id=run_id)
+        again = await client.run("mint", prompt_text="y", adapter="echo", run_id=run_id)
+    assert first.status == Status.OK
+    assert first.run_id == run_id
+    # The second run with the same run_id is checked and returns the first.
+    assert reads == [run_id]
+    assert again == first

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from bus.client import new_run_id
 from bus.errors import PoolError
 from bus.settings import Settings
 from bus.wire import RunError, RunEvent, RunnerState, RunResult, Status, Usage
@@ -104,6 +105,9 @@ class FakePoolClient:
 
     async def __aexit__(self, *exc: object) -> None:
         self.exited = True
+
+    def new_run_id(self) -> str:
+        return new_run_id()
 
     async def run(self, task: str, **arguments: Any) -> RunResult:
         self.calls.append({"task": task, **arguments})
