@@ -83,8 +83,8 @@ RESULT_POLL_S = 0.05
 # A resubmitted run whose first submission is still running polls for its
 # result this often.
 DUPLICATE_POLL_S = 0.25
-# Run ids that new_run_id made and no run used yet; past this many the set
-# is cleared, which costs later runs one registry read each, nothing more.
+# Run ids that new_run_id made and no run used yet. Past this many the set
+# is cleared, which only costs their runs one registry read each.
 MAX_FRESH_RUN_IDS = 10_000
 # A run that waits for a slot reads the stream at least this often, for
 # slots that the runs of other clients free.
