@@ -340,6 +340,7 @@ async def _execute(
     # guarantee of the server.
     await msg.ack()
     await publish_result(runner, result, reply_to)
+    await runner.release_slot()
     runner.counters[result.status.value] += 1
     runner.metrics.observe(result, time.monotonic() - clock)
     logger.info(

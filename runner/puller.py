@@ -90,10 +90,13 @@ class Puller:
         """Open `count` pull requests for one message each."""
         self.prune()
         deadline = time.monotonic() + PULL_EXPIRES_S + PULL_GRACE_S
-        for _ in range(count):
-            self._counter += 1
-            reply = f"{self._inbox}.{self._counter}"
+        replies = [f"{self._inbox}.{self._counter + n}" for n in range(1, count + 1)]
+        self._counter += count
+        # Counted before the first publish yields, so a concurrent caller
+        # never opens requests for the same free slots.
+        for reply in replies:
             self._open[reply] = deadline
+        for reply in replies:
             await self._nc.publish(self._next_subject, _REQUEST_BODY, reply=reply)
 
     def prune(self) -> None:

@@ -331,11 +331,36 @@ class Runner:
         task.add_done_callback(self._release)
 
     def _release(self, task: asyncio.Task[None]) -> None:
+        if task not in self._handlers:
+            return
         self._handlers.discard(task)
         self._held -= 1
         self.metrics.slots_busy.set(self._held)
         if self._puller is not None:
             self._puller.changed.set()
+
+    async def release_slot(self) -> None:
+        """Free the slot of the calling handler, whose run is over, and pull again.
+
+        The new pull request leaves in the same write as the run's result,
+        where the pull loop would send it in a write of its own.
+        """
+        task = asyncio.current_task()
+        if task is None or task not in self._handlers:
+            return
+        self._release(task)
+        await self._top_up()
+
+    async def _top_up(self) -> None:
+        """Open pull requests for the free slots that no request covers yet."""
+        assert self._puller is not None
+        self._puller.prune()
+        free = self.slots - self._held - self._puller.requested
+        if free > 0 and self.ready:
+            try:
+                await self._puller.request(free)
+            except Exception:
+                logger.warning("pull request failed runner=%s", self.runner_id)
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -366,13 +391,7 @@ class Runner:
         assert self._puller is not None
         puller = self._puller
         while not self._stopping.is_set():
-            puller.prune()
-            free = self.slots - self._held - puller.requested
-            if free > 0 and self.ready:
-                try:
-                    await puller.request(free)
-                except Exception:
-                    logger.warning("pull request failed runner=%s", self.runner_id)
+            await self._top_up()
             puller.changed.clear()
             try:
                 async with asyncio.timeout(PULL_LOOP_WAKE_S):
