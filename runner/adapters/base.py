@@ -1,9 +1,8 @@
 """What every adapter receives and returns, and what the model adapters share.
 
-The claude and gemini adapters run the same loop in their providers' formats:
-call the model, run the tool calls it requests, send the results back, and
-stop at a final answer or a bound. This module holds the parts that do not
-depend on the format: the tool call, the turn limit and the retry loop.
+This module contains the run and output types, the tool call, the turn limit
+and the retry loop. `runner/adapters/loop.py` builds the claude and gemini
+adapters' conversation on them.
 """
 
 from __future__ import annotations
@@ -126,6 +125,12 @@ def turn_limit_error(adapter: str, run: AdapterRun) -> AdapterError:
         "ended without a final answer; split the task or raise "
         "SUPERPOOL_MAX_TURNS",
     )
+
+
+def cut_off_note(run: AdapterRun) -> str:
+    """Return the note for an answer that stopped at max_output_tokens."""
+    limit = run.settings.max_output_tokens
+    return f"the answer was cut off at max_output_tokens={limit}"
 
 
 async def run_tool(

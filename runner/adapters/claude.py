@@ -10,9 +10,8 @@ with this module, so a runner that never calls Claude does not load it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from bus.errors import AdapterError
@@ -22,14 +21,12 @@ from runner.adapters.base import (
     AdapterOutput,
     AdapterRun,
     ProviderFailure,
-    call_with_retries,
+    cut_off_note,
     parse_retry_after,
-    redact,
-    run_tool,
     system_prompt,
-    turn_limit_error,
 )
-from runner.tools import Toolbox, anthropic_tools
+from runner.adapters.loop import Answer, ApiKey, ToolCall, ToolLoop
+from runner.tools import ToolResult, anthropic_tools
 
 if TYPE_CHECKING:
     from anthropic import APIStatusError, AsyncAnthropic
@@ -68,69 +65,43 @@ class ClaudeAdapter:
                 [redacted].
             TimeoutError: the run did not finish in time.
         """
-        api_key = _api_key()
+        return await _Conversation.converse(run)
+
+
+class _Conversation(ToolLoop["AsyncAnthropic", "MessageParam", "Message"]):
+    """The messages of one run in the Messages API format."""
+
+    adapter = "claude"
+    key_variables = (API_KEY_ENV,)
+    missing_key_message = (
+        f"{API_KEY_ENV} is not set. Set it in the runner's environment to an "
+        "Anthropic API key and restart the runner, or send the run to "
+        "adapter 'gemini' or 'echo'."
+    )
+
+    @classmethod
+    def open_client(
+        cls, run: AdapterRun, key: ApiKey
+    ) -> AbstractAsyncContextManager[AsyncAnthropic]:
         import anthropic
 
-        # The SDK's own retries are off: call_with_retries logs each retry and
-        # keeps every wait inside the run's timeout.
-        client = anthropic.AsyncAnthropic(
-            api_key=api_key,
+        return anthropic.AsyncAnthropic(
+            api_key=key.value,
             base_url=run.settings.anthropic_base_url or None,
             max_retries=0,
         )
-        deadline = asyncio.get_running_loop().time() + run.timeout_s
-        conversation = _Conversation(client, run, api_key, deadline)
-        async with client:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    return await conversation.converse()
-            except (TimeoutError, anthropic.APITimeoutError):
-                raise TimeoutError(
-                    f"claude run did not finish within {run.timeout_s:g} s"
-                ) from None
-            except AdapterError as exc:
-                message = str(exc)
-        # Chaining would keep the SDK error, whose text may contain the key.
-        raise AdapterError(self.name, redact(message, api_key)) from None
 
+    @classmethod
+    def timeout_errors(cls) -> tuple[type[Exception], ...]:
+        import anthropic
 
-class _Conversation:
-    """The messages of one run and the loop that extends them."""
+        return (anthropic.APITimeoutError,)
 
-    def __init__(
-        self, client: AsyncAnthropic, run: AdapterRun, api_key: str, deadline: float
-    ) -> None:
-        self.client = client
-        self.run = run
-        self.api_key = api_key
-        self.deadline = deadline
-        self.toolbox = Toolbox.for_run(run)
-        self.messages: list[MessageParam] = [{"role": "user", "content": run.prompt}]
+    def encode_prompt(self) -> MessageParam:
+        return {"role": "user", "content": self.run.prompt}
 
-    async def converse(self) -> AdapterOutput:
+    async def send(self, turn: int) -> Message:
         run = self.run
-        for turn in range(1, run.settings.max_turns + 1):
-            message = await call_with_retries(
-                functools.partial(self._create, turn),
-                classify=self._classify,
-                run=run,
-                adapter="claude",
-                deadline=self.deadline,
-            )
-            run.add_usage(message.usage.input_tokens, message.usage.output_tokens)
-            calls = [block for block in message.content if block.type == "tool_use"]
-            if message.stop_reason != "tool_use" or not calls:
-                return _final(message, run)
-            if turn == run.settings.max_turns:
-                break
-            self.messages.append({"role": "assistant", "content": message.content})
-            results = [await self._tool_result(block) for block in calls]
-            self.messages.append({"role": "user", "content": results})
-        raise turn_limit_error("claude", run)
-
-    async def _create(self, turn: int) -> Message:
-        run = self.run
-        await run.progress(f"calling {run.model} (turn {turn})")
         # The SDK would limit each attempt to 600 s, so allow the time left.
         # NOTE: an explicit timeout also skips the SDK's check that requires
         # streaming when max_tokens suggests a response longer than 10 minutes.
@@ -155,23 +126,12 @@ class _Conversation:
         )
         return message
 
-    async def _tool_result(self, block: Any) -> ToolResultBlockParam:
-        result = await run_tool(self.run, self.toolbox, block.name, block.input)
-        return {
-            "type": "tool_result",
-            "tool_use_id": block.id,
-            "content": result.text,
-            "is_error": result.is_error,
-        }
-
-    def _classify(self, exc: Exception) -> ProviderFailure | None:
+    def classify(self, exc: Exception) -> ProviderFailure | None:
         import anthropic
 
-        if isinstance(exc, anthropic.APITimeoutError):
-            return None
         if isinstance(exc, anthropic.APIStatusError):
             return ProviderFailure(
-                redact(_describe_status_error(exc), self.api_key),
+                _describe_status_error(exc),
                 retryable=exc.status_code in RETRYABLE_STATUSES,
                 retry_after_s=parse_retry_after(exc.response.headers),
             )
@@ -179,52 +139,61 @@ class _Conversation:
             message = f"claude API at {self.client.base_url} could not be reached"
             if exc.__cause__ is not None:
                 message += f": {type(exc.__cause__).__name__}: {exc.__cause__}"
-            return ProviderFailure(redact(message, self.api_key), retryable=True)
+            return ProviderFailure(message, retryable=True)
         if isinstance(exc, anthropic.APIError):
             message = f"claude API call failed: {exc.message}"
-            return ProviderFailure(redact(message, self.api_key), retryable=False)
+            return ProviderFailure(message, retryable=False)
         return None
 
+    def usage(self, message: Message) -> Usage:
+        return Usage(
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+        )
 
-def _api_key() -> str:
-    api_key = os.environ.get(API_KEY_ENV, "").strip()
-    if not api_key:
-        raise AdapterError(
-            "claude",
-            f"{API_KEY_ENV} is not set. Set it in the runner's environment to an "
-            "Anthropic API key and restart the runner, or send the run to "
-            "adapter 'gemini' or 'echo'.",
-        )
-    return api_key
+    def tool_calls(self, message: Message) -> list[ToolCall]:
+        if message.stop_reason != "tool_use":
+            return []
+        return [
+            ToolCall(block.id, block.name, block.input)
+            for block in message.content
+            if block.type == "tool_use"
+        ]
 
+    def answer(self, message: Message) -> Answer:
+        text = "".join(block.text for block in message.content if block.type == "text")
+        if message.stop_reason == "refusal":
+            raise AdapterError(
+                "claude", "claude declined to answer (stop_reason 'refusal')"
+            )
+        if not text.strip():
+            raise AdapterError(
+                "claude",
+                "claude returned an empty answer "
+                f"(stop_reason {message.stop_reason!r})",
+            )
+        notes: tuple[str, ...] = ()
+        if message.stop_reason == "max_tokens":
+            notes = (cut_off_note(self.run),)
+        return Answer(text, model=message.model or self.run.model, notes=notes)
 
-def _final(message: Message, run: AdapterRun) -> AdapterOutput:
-    """Return the text of the last turn, or raise for a refusal or an empty reply."""
-    text = "".join(block.text for block in message.content if block.type == "text")
-    if message.stop_reason == "refusal":
-        raise AdapterError(
-            "claude", "claude declined to answer (stop_reason 'refusal')"
-        )
-    if not text.strip():
-        raise AdapterError(
-            "claude",
-            f"claude returned an empty answer (stop_reason {message.stop_reason!r})",
-        )
-    notes: tuple[str, ...] = ()
-    if message.stop_reason == "max_tokens":
-        notes = (
-            f"the answer was cut off at max_output_tokens="
-            f"{run.settings.max_output_tokens}",
-        )
-    return AdapterOutput(
-        output=text,
-        model=message.model or run.model,
-        usage=Usage(
-            input_tokens=run.spent.input_tokens,
-            output_tokens=run.spent.output_tokens,
-        ),
-        notes=notes,
-    )
+    def encode_results(
+        self, message: Message, calls: list[ToolCall], results: list[ToolResult]
+    ) -> list[MessageParam]:
+        blocks: list[ToolResultBlockParam] = [
+            {
+                "type": "tool_result",
+                # The SDK types ToolUseBlock.id as str, so the "" is never sent.
+                "tool_use_id": call.id or "",
+                "content": result.text,
+                "is_error": result.is_error,
+            }
+            for call, result in zip(calls, results, strict=True)
+        ]
+        return [
+            {"role": "assistant", "content": message.content},
+            {"role": "user", "content": blocks},
+        ]
 
 
 def _describe_status_error(exc: APIStatusError) -> str:

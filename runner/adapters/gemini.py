@@ -10,11 +10,12 @@ never calls Gemini does not load it.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import logging
 import math
-import os
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from bus.errors import AdapterError
@@ -24,16 +25,15 @@ from runner.adapters.base import (
     AdapterOutput,
     AdapterRun,
     ProviderFailure,
-    call_with_retries,
+    cut_off_note,
     parse_retry_after,
-    redact,
-    run_tool,
     system_prompt,
-    turn_limit_error,
 )
-from runner.tools import Toolbox, gemini_declarations
+from runner.adapters.loop import Answer, ApiKey, ToolCall, ToolLoop
+from runner.tools import Toolbox, ToolResult, gemini_declarations
 
 if TYPE_CHECKING:
+    from google.genai import Client
     from google.genai.client import AsyncClient
     from google.genai.errors import APIError
     from google.genai.types import (
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
         GenerateContentConfig,
         GenerateContentResponse,
         GenerateContentResponseUsageMetadata,
-        Part,
     )
 
 logger = logging.getLogger(__name__)
@@ -91,13 +90,29 @@ class GeminiAdapter:
                 is replaced by [redacted].
             TimeoutError: the run did not finish in time.
         """
-        api_key, key_env = _api_key()
+        return await _Conversation.converse(run)
+
+
+class _Conversation(ToolLoop["AsyncClient", "Content", "GenerateContentResponse"]):
+    """The contents of one run in the generateContent format."""
+
+    adapter = "gemini"
+    key_variables = API_KEY_ENVS
+    missing_key_message = (
+        f"neither {API_KEY_ENVS[0]} nor {API_KEY_ENVS[1]} is set. Set one of them "
+        "in the runner's environment to a Gemini API key and restart the runner, "
+        "or send the run to adapter 'claude' or 'echo'."
+    )
+
+    @classmethod
+    def open_client(
+        cls, run: AdapterRun, key: ApiKey
+    ) -> AbstractAsyncContextManager[AsyncClient]:
         import httpx2
         from google import genai
         from google.genai import types
 
-        # No retry_options: the SDK does not retry, and call_with_retries
-        # logs each retry and keeps every wait inside the run's timeout.
+        # Without retry_options the SDK does not retry.
         options = types.HttpOptions(
             base_url=run.settings.gemini_base_url or None,
             timeout=math.ceil(run.timeout_s * 1000),
@@ -108,78 +123,29 @@ class GeminiAdapter:
         )
         # `enterprise=False` keeps GOOGLE_GENAI_USE_VERTEXAI and
         # GOOGLE_GENAI_USE_ENTERPRISE from switching the client to Vertex AI.
-        client = genai.Client(api_key=api_key, enterprise=False, http_options=options)
-        deadline = asyncio.get_running_loop().time() + run.timeout_s
-        # The client opens a sync and an async HTTP pool, and both need closing.
-        with client:
-            async with client.aio as aio:
-                conversation = _Conversation(aio, run, api_key, key_env, deadline)
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        return await conversation.converse()
-                except (TimeoutError, httpx2.TimeoutException):
-                    raise TimeoutError(
-                        f"gemini run did not finish within {run.timeout_s:g} s"
-                    ) from None
-                except AdapterError as exc:
-                    message = str(exc)
-        # Chaining would keep the SDK error, whose text may contain the key.
-        raise AdapterError(self.name, redact(message, api_key)) from None
+        client = genai.Client(api_key=key.value, enterprise=False, http_options=options)
+        return _opened(client)
 
+    @classmethod
+    def timeout_errors(cls) -> tuple[type[Exception], ...]:
+        import httpx2
 
-class _Conversation:
-    """The contents of one run and the loop that extends them."""
+        return (httpx2.TimeoutException,)
 
-    def __init__(
-        self,
-        aio: AsyncClient,
-        run: AdapterRun,
-        api_key: str,
-        key_env: str,
-        deadline: float,
-    ) -> None:
+    @functools.cached_property
+    def config(self) -> GenerateContentConfig:
+        """The tools and limits, the same in every call of the run."""
+        return _config(self.run, self.toolbox)
+
+    def encode_prompt(self) -> Content:
         from google.genai import types
 
-        self.aio = aio
-        self.run = run
-        self.api_key = api_key
-        self.key_env = key_env
-        self.deadline = deadline
-        self.toolbox = Toolbox.for_run(run)
-        self.contents: list[Content] = [
-            types.Content(role="user", parts=[types.Part(text=run.prompt)])
-        ]
-        self.config = _config(run, self.toolbox)
+        return types.Content(role="user", parts=[types.Part(text=self.run.prompt)])
 
-    async def converse(self) -> AdapterOutput:
+    async def send(self, turn: int) -> GenerateContentResponse:
         run = self.run
-        for turn in range(1, run.settings.max_turns + 1):
-            response = await call_with_retries(
-                functools.partial(self._generate, turn),
-                classify=self._classify,
-                run=run,
-                adapter="gemini",
-                deadline=self.deadline,
-            )
-            usage = _usage(response.usage_metadata)
-            run.add_usage(usage.input_tokens, usage.output_tokens)
-            candidate = _candidate(response)
-            calls = _function_calls(candidate)
-            if not calls:
-                return _final(response, candidate, run)
-            if turn == run.settings.max_turns:
-                break
-            if candidate.content is not None:
-                self.contents.append(candidate.content)
-            parts = [await self._function_response(call) for call in calls]
-            self.contents.append(_user_turn(parts))
-        raise turn_limit_error("gemini", run)
-
-    async def _generate(self, turn: int) -> GenerateContentResponse:
-        run = self.run
-        await run.progress(f"calling {run.model} (turn {turn})")
-        response = await self.aio.models.generate_content(
-            model=run.model, contents=self.contents, config=self.config
+        response = await self.client.models.generate_content(
+            model=run.model, contents=self.messages, config=self.config
         )
         usage = _usage(response.usage_metadata)
         logger.info(
@@ -194,39 +160,82 @@ class _Conversation:
         )
         return response
 
-    async def _function_response(self, call: FunctionCall) -> Part:
-        from google.genai import types
-
-        name = call.name or ""
-        result = await run_tool(self.run, self.toolbox, name, call.args or {})
-        # Gemini reads the "output" key as the result and "error" as a failure.
-        key = "error" if result.is_error else "output"
-        return types.Part(
-            function_response=types.FunctionResponse(
-                id=call.id, name=name, response={key: result.text}
-            )
-        )
-
-    def _classify(self, exc: Exception) -> ProviderFailure | None:
+    def classify(self, exc: Exception) -> ProviderFailure | None:
         import httpx2
         from google.genai import errors
 
         if isinstance(exc, errors.APIError):
             return ProviderFailure(
-                redact(_describe_api_error(exc, self.key_env), self.api_key),
+                _describe_api_error(exc, self.key.variable),
                 retryable=exc.code in RETRYABLE_STATUSES,
                 retry_after_s=parse_retry_after(_headers(exc)),
             )
-        if isinstance(exc, httpx2.TimeoutException):
-            return None
         if isinstance(exc, httpx2.TransportError):
             base_url = self.run.settings.gemini_base_url or "the default endpoint"
             message = (
                 f"gemini API at {base_url} could not be reached: "
                 f"{type(exc).__name__}: {exc}"
             )
-            return ProviderFailure(redact(message, self.api_key), retryable=True)
+            return ProviderFailure(message, retryable=True)
         return None
+
+    def usage(self, response: GenerateContentResponse) -> Usage:
+        return _usage(response.usage_metadata)
+
+    def tool_calls(self, response: GenerateContentResponse) -> list[ToolCall]:
+        return [
+            ToolCall(call.id, call.name or "", call.args or {})
+            for call in _function_calls(_candidate(response))
+        ]
+
+    def answer(self, response: GenerateContentResponse) -> Answer:
+        finish_reason = _finish_reason(response)
+        if finish_reason in BLOCKED_FINISH_REASONS:
+            raise AdapterError(
+                "gemini", f"gemini blocked the answer (finish_reason {finish_reason})"
+            )
+        candidate = _candidate(response)
+        parts = (candidate.content.parts if candidate.content else None) or []
+        text = "".join(part.text for part in parts if part.text and not part.thought)
+        if not text.strip():
+            raise AdapterError(
+                "gemini",
+                "gemini returned an empty answer "
+                f"(finish_reason {finish_reason or 'none'})",
+            )
+        return Answer(
+            text,
+            model=response.model_version or self.run.model,
+            notes=_finish_notes(finish_reason, self.run),
+        )
+
+    def encode_results(
+        self,
+        response: GenerateContentResponse,
+        calls: list[ToolCall],
+        results: list[ToolResult],
+    ) -> list[Content]:
+        from google.genai import types
+
+        content = _candidate(response).content
+        turns = [] if content is None else [content]
+        parts = []
+        for call, result in zip(calls, results, strict=True):
+            # Gemini reads the "output" key as the result and "error" as a failure.
+            key = "error" if result.is_error else "output"
+            response_part = types.FunctionResponse(
+                id=call.id, name=call.name, response={key: result.text}
+            )
+            parts.append(types.Part(function_response=response_part))
+        return [*turns, types.Content(role="user", parts=parts)]
+
+
+@contextlib.asynccontextmanager
+async def _opened(client: Client) -> AsyncIterator[AsyncClient]:
+    """Yield the async client of `client`, then close both its HTTP pools."""
+    with client:
+        async with client.aio as aio:
+            yield aio
 
 
 def _config(run: AdapterRun, toolbox: Toolbox) -> GenerateContentConfig:
@@ -245,12 +254,6 @@ def _config(run: AdapterRun, toolbox: Toolbox) -> GenerateContentConfig:
     )
 
 
-def _user_turn(parts: list[Part]) -> Content:
-    from google.genai import types
-
-    return types.Content(role="user", parts=parts)
-
-
 def _candidate(response: GenerateContentResponse) -> Candidate:
     """Return the first candidate, or raise when Gemini blocked the prompt."""
     if not response.candidates:
@@ -265,48 +268,6 @@ def _function_calls(candidate: Candidate) -> list[FunctionCall]:
 
 def _headers(exc: APIError) -> Any:
     return getattr(exc.response, "headers", None)
-
-
-def _api_key() -> tuple[str, str]:
-    """Return the API key and the name of the variable that contains it."""
-    for name in API_KEY_ENVS:
-        api_key = os.environ.get(name, "").strip()
-        if api_key:
-            return api_key, name
-    raise AdapterError(
-        "gemini",
-        f"neither {API_KEY_ENVS[0]} nor {API_KEY_ENVS[1]} is set. Set one of them "
-        "in the runner's environment to a Gemini API key and restart the runner, "
-        "or send the run to adapter 'claude' or 'echo'.",
-    )
-
-
-def _final(
-    response: GenerateContentResponse, candidate: Candidate, run: AdapterRun
-) -> AdapterOutput:
-    """Return the text of the last turn, or raise for a block or an empty reply."""
-    finish_reason = _finish_reason(response)
-    if finish_reason in BLOCKED_FINISH_REASONS:
-        raise AdapterError(
-            "gemini", f"gemini blocked the answer (finish_reason {finish_reason})"
-        )
-    parts = (candidate.content.parts if candidate.content else None) or []
-    text = "".join(part.text for part in parts if part.text and not part.thought)
-    if not text.strip():
-        raise AdapterError(
-            "gemini",
-            "gemini returned an empty answer "
-            f"(finish_reason {finish_reason or 'none'})",
-        )
-    return AdapterOutput(
-        output=text,
-        model=response.model_version or run.model,
-        usage=Usage(
-            input_tokens=run.spent.input_tokens,
-            output_tokens=run.spent.output_tokens,
-        ),
-        notes=_finish_notes(finish_reason, run),
-    )
 
 
 def _usage(metadata: GenerateContentResponseUsageMetadata | None) -> Usage:
@@ -332,10 +293,7 @@ def _finish_reason(response: GenerateContentResponse) -> str:
 
 def _finish_notes(finish_reason: str, run: AdapterRun) -> tuple[str, ...]:
     if finish_reason == "MAX_TOKENS":
-        return (
-            f"the answer was cut off at max_output_tokens="
-            f"{run.settings.max_output_tokens}",
-        )
+        return (cut_off_note(run),)
     if finish_reason not in ("", "STOP"):
         return (f"gemini stopped early (finish_reason {finish_reason})",)
     return ()
