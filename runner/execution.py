@@ -97,7 +97,7 @@ class Lease:
     """A run's claim in the registry, made once, when the run first needs it.
 
     `acquire()` claims the run on the first call and returns at once on later
-    ones. It raises `ClaimRejected` when the record says the run is final,
+    ones. It raises `ClaimRejected` when the record shows the run final,
     withdrawn or owned by a live runner, and `ClaimFailed` when the claim
     could not be made.
     """
