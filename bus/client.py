@@ -89,6 +89,11 @@ MAX_FRESH_RUN_IDS = 10_000
 # A run that waits for a slot reads the stream at least this often, for
 # slots that the runs of other clients free.
 SLOT_POLL_S = 0.05
+# A runner acks a run's message just before it sends the result, and the
+# server applies acks on a queue of its own. So a stream read right after a
+# result may still count that run. Before POOL_BUSY, a client that got a
+# result this recently reads the stream again after each of these pauses.
+ACK_SETTLE_S = (0.001, 0.002, 0.004)
 # JetStream error codes (nats-server).
 ERR_MAX_MSGS = 10077
 ERR_WRONG_LAST_SEQUENCE = 10071
@@ -151,6 +156,8 @@ class PoolClient:
         # Withdrawals of runs whose publish timed out, which run on their own
         # so that the caller hears POOL_UNREACHABLE after one request_timeout.
         self._withdrawals: set[asyncio.Task[None]] = set()
+        # When the last result event arrived (see ACK_SETTLE_S).
+        self._last_result_at = -1.0
         # Run ids from new_run_id() that no run used yet (see run()).
         self._fresh_run_ids: set[str] = set()
         # True once the runs stream was seen; the proxy's /readyz needs it.
@@ -259,6 +266,7 @@ class PoolClient:
         if waiter is not None:
             waiter.queue.put_nowait(event)
         if event.kind == "result":
+            self._last_result_at = time.monotonic()
             self._wake_slot_waiter()
 
     # Submitting
@@ -466,6 +474,7 @@ class PoolClient:
         """Publish the request if one of `capacity` slots is free now."""
         fresh = False
         losses = 0
+        settles = iter(ACK_SETTLE_S)
         while losses < ADMISSION_ATTEMPTS:
             reservation = self._stream.reserve(capacity)
             if reservation is not None:
@@ -476,7 +485,12 @@ class PoolClient:
                 fresh = False
                 continue
             if fresh and self._stream.known:
-                return _busy(request, capacity)
+                pause = next(settles, None)
+                if pause is None or not self._result_just_arrived():
+                    return _busy(request, capacity)
+                await asyncio.sleep(pause)
+                fresh = False
+                continue
             failed = await self._refresh_stream(request)
             if failed is not None:
                 return failed
@@ -485,6 +499,10 @@ class PoolClient:
             losses += not self._stream.known
             fresh = True
         return _busy(request, capacity)
+
+    def _result_just_arrived(self) -> bool:
+        """Return True when a result arrived too recently for its ack to count."""
+        return time.monotonic() - self._last_result_at < sum(ACK_SETTLE_S) * 2
 
     async def _wait_for_slot(self, deadline: float) -> bool:
         """Wait at most `SLOT_POLL_S` for a freed slot; False once past `deadline`."""
@@ -499,9 +517,12 @@ class PoolClient:
         except TimeoutError:
             pass
         finally:
-            # A timeout or a cancel leaves the future queued; a wake popped it.
-            if not woken.done() or woken.cancelled():
+            # A timeout or a cancel leaves the future queued, unless a wake
+            # popped it in the meantime.
+            try:
                 self._slot_waiters.remove(woken)
+            except ValueError:
+                pass
         return True
 
     def _wake_slot_waiter(self) -> None:

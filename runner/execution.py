@@ -12,10 +12,10 @@ the claim decides whether an earlier runner still owns the run.
 
 The order of the last steps matters. The result is written to the run record
 under the lease first, so a runner that lost its lease stops there and
-neither acks nor sends a result. The ack comes next, so the slot is free
-before the caller has the result. The ack is not confirmed, which saves a
-round trip, but the ack and the result event leave on one connection in that
-order, so the server receives the ack first. Then the caller's inbox and the
+neither acks nor sends a result. The ack comes next. It is not confirmed,
+which saves a round trip, but the ack and the result event leave on one
+connection in that order, so the server receives the ack first (the client
+allows for the server applying it a moment later, see `ACK_SETTLE_S`). Then the caller's inbox and the
 results stream get the result. A runner that
 dies between the record and the ack leaves a final record, and the runner
 that gets the redelivery sends that stored result instead of running the
@@ -335,9 +335,9 @@ async def _execute(
     if rejection is not None:
         await _handle_rejected(runner, msg, rejection, reply_to)
         return
-    # NOTE: the server applies acks on a queue of its own, so this ordering
-    # frees the slot before the caller has the result in practice, not by a
-    # guarantee of the server.
+    # NOTE: the server applies acks on a queue of its own, so the caller can
+    # get the result before the slot is free. bus/client.py reads the stream
+    # again before POOL_BUSY in that case (ACK_SETTLE_S).
     await msg.ack()
     await publish_result(runner, result, reply_to)
     await runner.release_slot()

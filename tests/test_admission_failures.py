@@ -254,3 +254,44 @@ async def test_wait_for_slot_out_of_range(
     assert result.error.message == (
         f"wait_for_slot_s {wait:g} is invalid: give 0 to {settings.max_timeout_s:g} s"
     )
+
+
+async def test_many_slot_waiters_all_run(settings: Settings, nc: nats.NATS) -> None:
+    # Far more waiters than slots, with runs shorter than the stream poll:
+    # wakes and poll timeouts interleave, and every call must return OK.
+    async with (
+        running_pool(settings, runners=3, slots=3),
+        PoolClient(settings) as client,
+    ):
+        results = await asyncio.gather(
+            *(
+                client.run(
+                    "many", prompt_text=str(index), adapter="echo", wait_for_slot_s=60
+                )
+                for index in range(400)
+            )
+        )
+    assert [result.status for result in results] == [Status.OK] * 400
+    assert client._slot_waiters == collections.deque()
+
+
+async def test_resubmit_after_result_finds_slot(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    # Each lane submits again the moment its result arrives, on a pool with
+    # exactly one slot per lane: the slot it just freed must be free.
+    async with (
+        running_pool(settings, runners=1, slots=3),
+        PoolClient(settings) as client,
+    ):
+
+        async def lane() -> list[Status]:
+            return [
+                (await client.run("again", prompt_text="x", adapter="echo")).status
+                for _ in range(700)
+            ]
+
+        lanes = await asyncio.gather(lane(), lane(), lane())
+    statuses = [status for statuses in lanes for status in statuses]
+    assert statuses.count(Status.POOL_BUSY) == 0
+    assert statuses.count(Status.OK) == 2100
