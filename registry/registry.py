@@ -195,6 +195,21 @@ class RunRegistry:
         data = await self._get(runner_key(runner_id))
         return decode_runner(data) if data else None
 
+    async def holds(self, record: RunRecord) -> bool:
+        """Return True while the runner named in a running record still runs it.
+
+        The runner must be alive, and its heartbeat must list the run unless
+        the heartbeat is less than one heartbeat interval newer than the
+        record (both times come from that runner's clock). A live runner
+        that dropped the run, for example after its result write failed, no
+        longer holds it, so a redelivery takes the run over.
+        """
+        state = await self.runner(record.runner_id)
+        if state is None:
+            return False
+        settled = record.updated_at + self._settings.heartbeat_interval_s
+        return record.run_id in state.runs or state.heartbeat_at < settled
+
     async def live_capacity(self) -> int:
         """Return the sum of slots over runners that are alive and ready."""
         return sum(
@@ -259,9 +274,7 @@ class RunRegistry:
             current, revision = entry
             if current.state in ("final", "withdrawn"):
                 return Claim(current.state, current, revision)
-            if current.runner_id != record.runner_id and await self.runner(
-                current.runner_id
-            ):
+            if current.runner_id != record.runner_id and await self.holds(current):
                 return Claim("owned", current, revision)
             try:
                 revision = await self._update(key, encode(record), revision)
@@ -381,7 +394,7 @@ class RunRegistry:
         if entry is None:
             return None
         current, revision = entry
-        if current.state != "running" or await self.runner(current.runner_id):
+        if current.state != "running" or await self.holds(current):
             return None
         record = msgspec.structs.replace(
             current, state=state, updated_at=now(), result=result

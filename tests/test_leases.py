@@ -17,7 +17,7 @@ from bus.client import PoolClient
 from bus.provision import provision
 from bus.server import EmbeddedServer
 from bus.settings import Settings
-from bus.wire import RunRecord, RunResult, Status, decode_result
+from bus.wire import RunRecord, RunResult, Status, decode_result, now
 from registry.registry import LeaseLostError, RunRegistry
 from runner.runner import Runner
 from tests.conftest import make_settings
@@ -44,8 +44,11 @@ async def test_stale_owner_cannot_finish(settings: Settings, nc: nats.NATS) -> N
 async def test_live_owner_keeps_run(settings: Settings, nc: nats.NATS) -> None:
     async with running_pool(settings, runners=1):
         registry = await RunRegistry.open(nc, settings)
+        # Just claimed: runner-0's heartbeat need not list the run yet.
         await registry.claim(
-            RunRecord(run_id="r2", state="running", runner_id="runner-0")
+            RunRecord(
+                run_id="r2", state="running", runner_id="runner-0", updated_at=now()
+            )
         )
         other = await registry.claim(
             RunRecord(run_id="r2", state="running", runner_id="b")
@@ -246,3 +249,53 @@ async def test_duplicate_message_keeps_running_result(
     assert result.output == "echo (no model was called): original"
     assert runners[0].counters["lost_leases"] == 0
     assert runners[0].counters["OK"] == 1
+
+
+async def test_dropped_run_taken_over_from_live_runner(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    # The runner's result write fails once, so it leaves the message unacked
+    # and drops the run while it stays alive. The redelivery may reach any
+    # runner, and that runner must take the run over.
+    settings = make_settings(nats_server.url, tmp_path, ack_wait_s=1.0)
+    connection = await nats.connect(settings.nats_url)
+    await provision(connection.jetstream(), settings)
+    async with (
+        running_pool(settings, runners=1) as first,
+        PoolClient(settings) as client,
+    ):
+        registry = first[0].registry
+        finish = registry.finish
+        failures = 0
+
+        async def flaky_finish(*args: object, **kwargs: object) -> int:
+            nonlocal failures
+            if failures == 0:
+                failures += 1
+                raise TimeoutError("registry did not respond")
+            return await finish(*args, **kwargs)  # type: ignore[arg-type]
+
+        registry.finish = flaky_finish  # type: ignore[method-assign]
+        # A progress event makes the run claim first, so the result is a
+        # lease-checked write that can fail.
+        waiting = asyncio.create_task(
+            client.run(
+                "drop",
+                prompt_text="x",
+                adapter="echo",
+                model_hint="delay=0.2",
+                timeout_s=8,
+            )
+        )
+        await wait_until(lambda: failures, lambda count: count == 1)
+        # The runner that dropped the run stays alive but pulls no more, so
+        # only a takeover by another runner can finish the run.
+        first[0].slots = 0
+        await first[0]._puller.stop()  # type: ignore[union-attr]
+        async with Runner(settings, runner_id="rescuer"):
+            result = await waiting
+            info = await connection.jetstream().stream_info(settings.runs_stream)
+    await connection.close()
+    assert result.status == Status.OK
+    assert result.attempt == 2
+    assert info.state.messages == 0
