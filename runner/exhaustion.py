@@ -61,7 +61,19 @@ async def on_max_deliveries(runner: Runner, advisory: Msg) -> None:
     record = await runner.registry.fail_lost(run_id, result)
     current = await runner.registry.get_run(run_id)
     if record is None and current is not None and current.state == "running":
-        # Its runner is alive and will ack the message when it finishes.
+        if current.stream_seq == stream_seq:
+            # Its runner is alive and acks the message when it finishes.
+            return
+        # A second message of a run that another message holds: no runner
+        # would ever ack it, so it would hold a slot for good. Its caller
+        # can read the run's result on the results stream.
+        await _delete(runner, stream, stream_seq)
+        logger.warning(
+            "second message of a running run removed run_id=%s seq=%d run_seq=%d",
+            run_id,
+            stream_seq,
+            current.stream_seq,
+        )
         return
     await _delete(runner, stream, stream_seq)
     if record is not None:

@@ -299,3 +299,41 @@ async def test_dropped_run_taken_over_from_live_runner(
     assert result.status == Status.OK
     assert result.attempt == 2
     assert info.state.messages == 0
+
+
+async def test_exhausted_second_message_removed(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    # A publisher sent the same run twice under different message ids. The
+    # second message is nakked while the first one runs, until max_deliver,
+    # and must then leave the work queue instead of holding a slot.
+    settings = make_settings(nats_server.url, tmp_path, ack_wait_s=1.0, max_deliver=2)
+    connection = await nats.connect(settings.nats_url)
+    js = connection.jetstream()
+    await provision(js, settings)
+    payload = {
+        "task": "dup",
+        "prompt_text": "x",
+        "adapter": "echo",
+        "run_id": "twice-1",
+        "model_hint": "delay=4",
+    }
+    subject = f"{settings.subject_prefix}.run.dup"
+    async with running_pool(settings, runners=1), PoolClient(settings) as client:
+        await js.publish(subject, json.dumps(payload).encode())
+        await wait_until(
+            lambda: client.registry.get_run("twice-1"),
+            lambda record: record is not None and record.state == "running",
+        )
+        await js.publish(subject, json.dumps(payload).encode())
+        result = await wait_until(
+            lambda: client.result("twice-1"), lambda found: found is not None, 15
+        )
+        info = await wait_until(
+            lambda: js.stream_info(settings.runs_stream),
+            lambda info: info.state.messages == 0,
+            15,
+        )
+    await connection.close()
+    assert result.status == Status.OK  # type: ignore[attr-defined]
+    assert info.state.messages == 0  # type: ignore[attr-defined]
