@@ -106,7 +106,8 @@ def new_run_id() -> str:
 class _Waiter:
     """The events of one run, as they arrive on the client's inbox."""
 
-    def __init__(self, on_event: EventCallback | None) -> None:
+    def __init__(self, request: RunRequest, on_event: EventCallback | None) -> None:
+        self.request = request
         self.queue: asyncio.Queue[RunEvent] = asyncio.Queue()
         self.on_event = on_event
 
@@ -242,7 +243,17 @@ class PoolClient:
             return
 
     async def close(self) -> None:
+        """Close the connection; runs still waiting return POOL_UNREACHABLE."""
         self._closed = True
+        reason = "the client was closed before the run's result arrived"
+        for run_id, waiter in self._waiters.items():
+            result = _unreachable(waiter.request, reason)
+            waiter.queue.put_nowait(
+                RunEvent(kind="result", run_id=run_id, result=result)
+            )
+        for woken in self._slot_waiters:
+            if not woken.done():
+                woken.set_result(None)
         if self._connect_task is not None:
             self._connect_task.cancel()
             await asyncio.gather(self._connect_task, return_exceptions=True)
@@ -340,7 +351,7 @@ class PoolClient:
                 f"wait_for_slot_s {wait_for_slot_s:g} is invalid: give 0 to "
                 f"{self.settings.max_timeout_s:g} s",
             )
-        waiter = _Waiter(on_event)
+        waiter = _Waiter(request, on_event)
         self._waiters[run_id] = waiter
         try:
             return await self._submit_and_wait(
@@ -455,6 +466,8 @@ class PoolClient:
         """
         data = encode(request)
         while True:
+            if self._closed:
+                return _unreachable(request, "the client was closed")
             try:
                 capacity = await self._capacity.get()
             except (PoolError, TimeoutError) as exc:

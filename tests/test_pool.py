@@ -225,3 +225,32 @@ async def test_minted_run_id_skips_earlier_run_read(
     # The second run with the same run_id is checked and returns the first.
     assert reads == [run_id]
     assert again == first
+
+
+async def test_close_ends_runs_in_flight(settings: Settings, nc: nats.NATS) -> None:
+    async with running_pool(settings, runners=1, slots=1):
+        client = PoolClient(settings)
+        await client.connect()
+        running = asyncio.create_task(
+            client.run("close", prompt_text="x", adapter="echo", model_hint="delay=1")
+        )
+        waiting = asyncio.create_task(
+            client.run("close", prompt_text="y", adapter="echo", wait_for_slot_s=30)
+        )
+        await wait_until(
+            lambda: nc.jetstream().stream_info(settings.runs_stream),
+            lambda info: info.state.messages == 1,
+        )
+        await client.close()
+        # Bounded, so that a hang fails the test instead of stalling it.
+        ended, waited = await asyncio.wait_for(
+            asyncio.gather(running, waiting), timeout=5
+        )
+    assert ended.status == Status.POOL_UNREACHABLE
+    assert ended.error is not None
+    assert (
+        "the client was closed before the run's result arrived" in ended.error.message
+    )
+    assert waited.status == Status.POOL_UNREACHABLE
+    assert waited.error is not None
+    assert "the client was closed" in waited.error.message
