@@ -15,8 +15,8 @@ under the lease first, so a runner that lost its lease stops there and
 neither acks nor sends a result. The ack comes next. It is not confirmed,
 which saves a round trip, but the ack and the result event leave on one
 connection in that order, so the server receives the ack first (the client
-allows for the server applying it a moment later, see `ACK_SETTLE_S`). Then the caller's inbox and the
-results stream get the result. A runner that
+allows for the server applying it a moment later, see `ACK_SETTLE_S`).
+Then the caller's inbox and the results stream get the result. A runner that
 dies between the record and the ack leaves a final record, and the runner
 that gets the redelivery sends that stored result instead of running the
 task again.

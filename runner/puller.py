@@ -82,8 +82,23 @@ class Puller:
             self._subscription = None
 
     async def forget_all(self) -> None:
-        """Drop every open request, as after a reconnect, when the server lost them."""
+        """Drop every open request and pull on a new inbox, as after a reconnect.
+
+        A restarted server lost the requests, but one that stayed up may still
+        serve them. Their inbox gets no subscriber again, so nothing they
+        deliver reaches this runner, and the runner never holds more
+        messages than it has slots. A message delivered there comes back
+        after the consumer's ack_wait.
+        """
         self._open.clear()
+        old = self._subscription
+        self._inbox = self._nc.new_inbox()
+        await self.start()
+        if old is not None:
+            try:
+                await old.unsubscribe()
+            except Exception:
+                logger.debug("unsubscribe of the old pull inbox failed", exc_info=True)
         self.changed.set()
 
     async def request(self, count: int) -> None:

@@ -254,3 +254,34 @@ async def test_close_ends_runs_in_flight(settings: Settings, nc: nats.NATS) -> N
     assert waited.status == Status.POOL_UNREACHABLE
     assert waited.error is not None
     assert "the client was closed" in waited.error.message
+
+
+async def test_forgotten_pull_requests_never_overfill(
+    settings: Settings, nc: nats.NATS
+) -> None:
+    # After a reconnect to a server that stayed up, the old pull requests
+    # may still be served. The runner must still hold at most its slots.
+    js = nc.jetstream()
+    async with running_pool(settings, runners=1, slots=3) as runners:
+        runner = runners[0]
+        await wait_until(lambda: runner._puller.requested, lambda count: count == 3)  # type: ignore[union-attr]
+        await runner._puller.forget_all()  # type: ignore[union-attr]
+        await wait_until(lambda: runner._puller.requested, lambda count: count == 3)  # type: ignore[union-attr]
+        for index in range(6):
+            payload = {
+                "task": "pull",
+                "prompt_text": "x",
+                "adapter": "echo",
+                "run_id": f"pull-{index}",
+                "model_hint": "delay=0.5",
+            }
+            await js.publish(
+                f"{settings.subject_prefix}.run.pull", json.dumps(payload).encode()
+            )
+        await wait_until(
+            lambda: js.stream_info(settings.runs_stream),
+            lambda info: info.state.messages == 0,
+            20,
+        )
+    assert runner.max_held == 3
+    assert runner.counters["OK"] == 6
