@@ -195,6 +195,16 @@ class Runner:
         self._started_at = now()
         await self._heartbeat_once()
         self._main = asyncio.create_task(self._serve(), name=f"runner-{self.runner_id}")
+        if self.settings.ack_wait_s <= self.settings.heartbeat_ttl_s:
+            # A redelivery then finds a dead runner's heartbeat still alive,
+            # nakks it as owned and uses up max_deliver early.
+            logger.warning(
+                "ack_wait_s (%g) is not above heartbeat_ttl_s (%g): runs of a "
+                "runner that died may fail as lost before another runner takes "
+                "them over; raise SUPERPOOL_ACK_WAIT_S",
+                self.settings.ack_wait_s,
+                self.settings.heartbeat_ttl_s,
+            )
         logger.info(
             "runner started runner=%s slots=%d nats=%s stream=%s consumer=%s "
             "ack_wait_s=%g drain_timeout_s=%g",
