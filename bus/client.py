@@ -465,6 +465,9 @@ class PoolClient:
         Past `slot_deadline` (on the monotonic clock) a busy pool is POOL_BUSY.
         """
         data = encode(request)
+        # A run that waits for a slot is woken by results, so it needs no
+        # settling reads before a busy answer.
+        settle = slot_deadline <= time.monotonic()
         while True:
             if self._closed:
                 return _unreachable(request, "the client was closed")
@@ -474,7 +477,7 @@ class PoolClient:
                 return _unreachable(request, f"the registry did not respond: {exc}")
             if capacity == 0:
                 return _unreachable(request, "no runner with a fresh heartbeat")
-            admitted = await self._admit_once(request, data, msg_id, capacity)
+            admitted = await self._admit_once(request, data, msg_id, capacity, settle)
             busy = (
                 isinstance(admitted, RunResult) and admitted.status is Status.POOL_BUSY
             )
@@ -482,12 +485,21 @@ class PoolClient:
                 return admitted
 
     async def _admit_once(
-        self, request: RunRequest, data: bytes, msg_id: str, capacity: int
+        self,
+        request: RunRequest,
+        data: bytes,
+        msg_id: str,
+        capacity: int,
+        settle: bool,
     ) -> PubAck | RunResult:
-        """Publish the request if one of `capacity` slots is free now."""
+        """Publish the request if one of `capacity` slots is free now.
+
+        With `settle`, a full stream right after a result is read again
+        (`ACK_SETTLE_S`) before the answer is POOL_BUSY.
+        """
         fresh = False
         losses = 0
-        settles = iter(ACK_SETTLE_S)
+        settles = iter(ACK_SETTLE_S if settle else ())
         while losses < ADMISSION_ATTEMPTS:
             reservation = self._stream.reserve(capacity)
             if reservation is not None:
