@@ -246,12 +246,12 @@ class Suite:
     ) -> Throughput:
         """Measure echo runs without delay and add the rate and CPU rows."""
         counts = self.counts
-        how = (
+        mode = (
             "each waits in PoolClient.run (wait_for_slot_s)"
             if wait_for_slot
             else "each retries POOL_BUSY after up to 5 ms"
         )
-        progress(f"throughput: {SUBMITTERS} submitters, echo without delay, {how}")
+        progress(f"throughput: {SUBMITTERS} submitters, echo without delay, {mode}")
         before = self._cpu()
         fast = await throughput(
             client,
@@ -269,7 +269,7 @@ class Suite:
             Row(
                 "4",
                 f"throughput, {RUNNERS}x{SLOTS} slots, {SUBMITTERS} submitters, "
-                f"echo no delay, {how}",
+                f"echo no delay, {mode}",
                 _rate(fast),
                 f"{per_run:.1f} POOL_BUSY retries per run, {fast.failures} failed",
                 "",

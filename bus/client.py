@@ -466,7 +466,7 @@ class PoolClient:
         """
         data = encode(request)
         # A run that waits for a slot is woken by results, so it needs no
-        # settling reads before a busy answer.
+        # settling reads before a POOL_BUSY result.
         settle = slot_deadline <= time.monotonic()
         while True:
             if self._closed:
@@ -495,7 +495,7 @@ class PoolClient:
         """Publish the request if one of `capacity` slots is free now.
 
         With `settle`, a full stream right after a result is read again
-        (`ACK_SETTLE_S`) before the answer is POOL_BUSY.
+        (`ACK_SETTLE_S`) before the result is POOL_BUSY.
         """
         fresh = False
         losses = 0
@@ -812,50 +812,47 @@ def _cancelled(run_id: str, reason: str) -> RunResult:
     )
 
 
-def _timed_out(request: RunRequest, wait_s: float) -> RunResult:
+def _failure(
+    request: RunRequest,
+    status: Status,
+    message: str,
+    retry_after_s: float | None = None,
+) -> RunResult:
+    """Build the result of a request that ended without a runner's result."""
     return RunResult(
         run_id=request.run_id,
-        status=Status.RUN_TIMEOUT,
+        status=status,
         task=request.task,
         adapter=request.adapter,
         caller=request.caller,
-        error=RunError(
-            code=Status.RUN_TIMEOUT,
-            message=(
-                f"no result within {wait_s:g} s; the run may still finish: read "
-                f"it later with 'superpool result {request.run_id}'"
-            ),
-        ),
+        retry_after_s=retry_after_s,
+        error=RunError(code=status, message=message),
+    )
+
+
+def _timed_out(request: RunRequest, wait_s: float) -> RunResult:
+    return _failure(
+        request,
+        Status.RUN_TIMEOUT,
+        f"no result within {wait_s:g} s; the run may still finish: read it later "
+        f"with 'superpool result {request.run_id}'",
     )
 
 
 def _unreachable(request: RunRequest, reason: str) -> RunResult:
-    return RunResult(
-        run_id=request.run_id,
-        status=Status.POOL_UNREACHABLE,
-        task=request.task,
-        adapter=request.adapter,
-        caller=request.caller,
-        error=RunError(
-            code=Status.POOL_UNREACHABLE,
-            message=f"the pool did not respond: {reason}; escalate or run the task "
-            "inline instead of retrying at once",
-        ),
+    return _failure(
+        request,
+        Status.POOL_UNREACHABLE,
+        f"the pool did not respond: {reason}; escalate or run the task inline "
+        "instead of retrying at once",
     )
 
 
 def _busy(request: RunRequest, capacity: int, reason: str = "") -> RunResult:
     why = reason or f"all {capacity} live slots are busy"
-    return RunResult(
-        run_id=request.run_id,
-        status=Status.POOL_BUSY,
-        task=request.task,
-        adapter=request.adapter,
-        caller=request.caller,
+    return _failure(
+        request,
+        Status.POOL_BUSY,
+        f"{why}; nothing was queued. Retry with exponential backoff and jitter",
         retry_after_s=BUSY_RETRY_AFTER_S,
-        error=RunError(
-            code=Status.POOL_BUSY,
-            message=f"{why}; nothing was queued. Retry with exponential backoff "
-            "and jitter",
-        ),
     )

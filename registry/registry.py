@@ -195,14 +195,14 @@ class RunRegistry:
         data = await self._get(runner_key(runner_id))
         return decode_runner(data) if data else None
 
-    async def holds(self, record: RunRecord) -> bool:
+    async def owner_runs(self, record: RunRecord) -> bool:
         """Return True while the runner named in a running record still runs it.
 
         The runner must be alive, and its heartbeat must list the run unless
         the heartbeat is less than one heartbeat interval newer than the
         record (both times come from that runner's clock). A live runner
         that dropped the run, for example after its result write failed, no
-        longer holds it, so a redelivery takes the run over.
+        longer runs it, so a redelivery takes the run over.
         """
         state = await self.runner(record.runner_id)
         if state is None:
@@ -274,7 +274,7 @@ class RunRegistry:
             current, revision = entry
             if current.state in ("final", "withdrawn"):
                 return Claim(current.state, current, revision)
-            if current.runner_id != record.runner_id and await self.holds(current):
+            if current.runner_id != record.runner_id and await self.owner_runs(current):
                 return Claim("owned", current, revision)
             try:
                 revision = await self._update(key, encode(record), revision)
@@ -331,7 +331,7 @@ class RunRegistry:
         return True
 
     async def finish_unclaimed(self, result: RunResult) -> bool:
-        """Store the final result of a run nobody claimed, such as an invalid request.
+        """Store the final result of a run that no runner claimed, such as an invalid request.
 
         Returns False when a record exists already.
         """
@@ -394,7 +394,7 @@ class RunRegistry:
         if entry is None:
             return None
         current, revision = entry
-        if current.state != "running" or await self.holds(current):
+        if current.state != "running" or await self.owner_runs(current):
             return None
         record = msgspec.structs.replace(
             current, state=state, updated_at=now(), result=result

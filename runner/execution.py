@@ -543,7 +543,7 @@ async def publish_result(
 
     Neither waits for the server. The stream's acknowledgement goes to the
     runner's `stored_inbox`, which logs a result that was not stored, so a
-    slow acknowledgement holds no slot.
+    slow acknowledgement keeps no slot busy.
     """
     await _send_event(
         runner, reply_to, RunEvent(kind="result", run_id=result.run_id, result=result)

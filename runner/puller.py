@@ -86,7 +86,7 @@ class Puller:
 
         A restarted server lost the requests, but one that stayed up may still
         serve them. Their inbox gets no subscriber again, so nothing they
-        deliver reaches this runner, and the runner never holds more
+        deliver reaches this runner, and the runner never receives more
         messages than it has slots. A message delivered there comes back
         after the consumer's ack_wait.
         """

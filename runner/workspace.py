@@ -30,7 +30,7 @@ class Workspace:
     def __init__(self, settings: Settings, request: RunRequest) -> None:
         self._settings = settings
         self._request = request
-        self._made: Path | None = None
+        self._created: Path | None = None
         self._caller: Path | None = None
         if request.cwd_mode == "caller":
             assert request.caller_cwd is not None
@@ -45,16 +45,16 @@ class Workspace:
         """Return the directory, making an isolated one on the first call."""
         if self._caller is not None:
             return self._caller
-        if self._made is None:
+        if self._created is None:
             root = self._settings.work_root_path
             root.mkdir(parents=True, exist_ok=True)
             prefix = f"run-{self._request.run_id[:40]}-"
-            self._made = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-        return self._made
+            self._created = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        return self._created
 
     def remove(self) -> None:
         """Remove an isolated directory made for the run; leave a caller's alone."""
-        path, self._made = self._made, None
+        path, self._created = self._created, None
         if path is None:
             return
         try:

@@ -17,7 +17,7 @@ from bus.connection import connect
 from bus.provision import provision
 from bus.server import EmbeddedServer
 from bus.settings import Settings
-from bus.wire import RunnerState, Status
+from bus.wire import RunnerState, RunResult, Status
 from registry.registry import RunRegistry
 from tests.conftest import make_settings
 from tests.pool import running_pool, wait_until
@@ -166,6 +166,22 @@ async def test_withdrawn_run_id_can_run_again(
     assert second.run_id == "again-1"
 
 
+async def _take_only_slot(
+    holder: PoolClient, settings: Settings, nc: nats.NATS, delay_s: float
+) -> asyncio.Task[RunResult]:
+    """Start a run that keeps a 1-slot pool busy for `delay_s`; return its task."""
+    running = asyncio.create_task(
+        holder.run(
+            "hold", prompt_text="x", adapter="echo", model_hint=f"delay={delay_s:g}"
+        )
+    )
+    await wait_until(
+        lambda: nc.jetstream().stream_info(settings.runs_stream),
+        lambda info: info.state.messages == 1,
+    )
+    return running
+
+
 async def test_wait_for_slot_takes_freed_slot(
     settings: Settings, nc: nats.NATS
 ) -> None:
@@ -173,46 +189,34 @@ async def test_wait_for_slot_takes_freed_slot(
         running_pool(settings, runners=1, slots=1),
         PoolClient(settings) as client,
     ):
-        holder = asyncio.create_task(
-            client.run("hold", prompt_text="x", adapter="echo", model_hint="delay=0.5")
-        )
-        await wait_until(
-            lambda: nc.jetstream().stream_info(settings.runs_stream),
-            lambda info: info.state.messages == 1,
-        )
+        holder = await _take_only_slot(client, settings, nc, 0.5)
         waited = await client.run(
             "wait", prompt_text="y", adapter="echo", wait_for_slot_s=10
         )
-        held = await holder
-    assert held.status == Status.OK
+        finished = await holder
+    assert finished.status == Status.OK
     assert waited.status == Status.OK
     assert waited.output == "echo (no model was called): y"
-    assert waited.started_at >= held.finished_at
+    assert waited.started_at >= finished.finished_at
 
 
 async def test_wait_for_slot_sees_other_clients(
     settings: Settings, nc: nats.NATS
 ) -> None:
     # The holder's result reaches another client, so only the stream read
-    # every SLOT_POLL_S tells the waiting client that the slot is free.
+    # every SLOT_POLL_S shows the waiting client that the slot is free.
     async with (
         running_pool(settings, runners=1, slots=1),
         PoolClient(settings) as other,
         PoolClient(settings) as client,
     ):
-        holder = asyncio.create_task(
-            other.run("hold", prompt_text="x", adapter="echo", model_hint="delay=0.5")
-        )
-        await wait_until(
-            lambda: nc.jetstream().stream_info(settings.runs_stream),
-            lambda info: info.state.messages == 1,
-        )
+        holder = await _take_only_slot(other, settings, nc, 0.5)
         waited = await client.run(
             "wait", prompt_text="y", adapter="echo", wait_for_slot_s=10
         )
-        held = await holder
+        finished = await holder
     assert waited.status == Status.OK
-    assert waited.started_at >= held.finished_at
+    assert waited.started_at >= finished.finished_at
 
 
 async def test_wait_for_slot_ends_busy(settings: Settings, nc: nats.NATS) -> None:
@@ -220,23 +224,17 @@ async def test_wait_for_slot_ends_busy(settings: Settings, nc: nats.NATS) -> Non
         running_pool(settings, runners=1, slots=1),
         PoolClient(settings) as client,
     ):
-        holder = asyncio.create_task(
-            client.run("hold", prompt_text="x", adapter="echo", model_hint="delay=2")
-        )
-        await wait_until(
-            lambda: nc.jetstream().stream_info(settings.runs_stream),
-            lambda info: info.state.messages == 1,
-        )
+        holder = await _take_only_slot(client, settings, nc, 2)
         busy = await client.run(
             "wait", prompt_text="y", adapter="echo", wait_for_slot_s=0.3
         )
         info = await nc.jetstream().stream_info(settings.runs_stream)
-        held = await holder
+        finished = await holder
     assert busy.status == Status.POOL_BUSY
     assert busy.error is not None
     assert busy.error.message.startswith("all 1 live slots are busy")
     assert info.state.messages == 1
-    assert held.status == Status.OK
+    assert finished.status == Status.OK
     # Waiting runs that gave up leave nothing queued behind them.
     assert client._slot_waiters == collections.deque()
 

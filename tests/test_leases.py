@@ -311,6 +311,7 @@ async def test_exhausted_second_message_removed(
     connection = await nats.connect(settings.nats_url)
     js = connection.jetstream()
     await provision(js, settings)
+
     payload = {
         "task": "dup",
         "prompt_text": "x",
@@ -319,6 +320,7 @@ async def test_exhausted_second_message_removed(
         "model_hint": "delay=4",
     }
     subject = f"{settings.subject_prefix}.run.dup"
+
     async with running_pool(settings, runners=1), PoolClient(settings) as client:
         await js.publish(subject, json.dumps(payload).encode())
         await wait_until(
@@ -326,6 +328,7 @@ async def test_exhausted_second_message_removed(
             lambda record: record is not None and record.state == "running",
         )
         await js.publish(subject, json.dumps(payload).encode())
+
         result = await wait_until(
             lambda: client.result("twice-1"), lambda found: found is not None, 15
         )
