@@ -19,14 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client as NATS
 
 from bus.client import PoolClient
 from bus.connection import connect
 from bus.provision import provision
 from bus.server import EmbeddedServer, find_binary, server_version
-from bus.settings import Settings
+from bus.settings import Settings, child_environ
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +61,6 @@ def pool_settings(url: str, work_dir: Path, name: str, **overrides: object) -> S
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Return an environment that makes a `superpool` child process use `settings`."""
-    environ = dict(os.environ)
-    for name, value in msgspec.structs.asdict(settings).items():
-        if isinstance(value, tuple):
-            value = os.pathsep.join(value)
-        environ[f"SUPERPOOL_{name.upper()}"] = str(value)
-    return environ
 
 
 async def provision_pool(settings: Settings) -> None:
@@ -131,7 +120,7 @@ class RunnerProcesses:
     async def start(self) -> None:
         """Start the runners and wait until the registry counts all their slots."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        environ = settings_env(self.settings)
+        environ = child_environ(self.settings)
         for index in range(self.count):
             runner_id = f"bench-{index}"
             with (self.log_dir / f"{runner_id}.log").open("ab") as log:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mcp import Client, StdioServerParameters
 
-from bench.harness import settings_env, spawn
+from bench.harness import child_environ, spawn
 from bench.stats import Summary, summarize, time_calls
 from bus.settings import Settings
 from mcp_proxy import TOOL_NAME
@@ -41,7 +41,7 @@ async def over_stdio(settings: Settings, count: int, warmup: int) -> Summary:
     parameters = StdioServerParameters(
         command=sys.executable,
         args=["-m", "mcp_proxy", "--transport", "stdio", "--log-level", "WARNING"],
-        env=settings_env(settings),
+        env=child_environ(settings),
     )
     async with Client(parameters) as client:
         return await _time_tool(client, count, warmup)
@@ -67,7 +67,7 @@ async def over_http(settings: Settings, count: int, warmup: int) -> Summary:
                 "--log-level",
                 "WARNING",
             ],
-            env=settings_env(settings),
+            env=child_environ(settings),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )

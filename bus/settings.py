@@ -273,3 +273,16 @@ def _check_positive(settings: Settings, *names: str) -> None:
         value = getattr(settings, name)
         if value <= 0:
             raise ConfigError(name, f"{name} must be greater than 0, got {value}")
+
+
+def child_environ(settings: Settings) -> dict[str, str]:
+    """Return this process's environment with `settings` as `SUPERPOOL_*` variables.
+
+    A `superpool` child process started with it reads the same settings.
+    """
+    environ = dict(os.environ)
+    for name, value in msgspec.structs.asdict(settings).items():
+        if isinstance(value, tuple):
+            value = os.pathsep.join(value)
+        environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return environ

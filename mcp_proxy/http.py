@@ -7,16 +7,16 @@ still learn the port, through the `on_listening` callback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from bus.observability import QuietServer
 from bus.settings import Settings
 from mcp_proxy.security import check_exposure, transport_security
 
@@ -32,25 +32,6 @@ SHUTDOWN_GRACE_S = 5
 LISTEN_BACKLOG = 128
 
 ListeningCallback = Callable[[str], object]
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that reports startup and leaves signals to its caller."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            self._on_started()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn 0.55 would take over SIGINT and SIGTERM and raise them again
-        # after shutdown. The caller stops this server by cancelling it instead.
-        yield
 
 
 async def serve_http(
@@ -112,7 +93,7 @@ async def serve_http(
             )
 
         try:
-            await _run_until_cancelled(_Server(config, started), sock, on_stopping)
+            await _run_until_cancelled(QuietServer(config, started), sock, on_stopping)
         finally:
             logger.info("proxy stopped url=%s", url)
 
@@ -124,7 +105,7 @@ async def _health(request: Request) -> Response:
 
 
 async def _run_until_cancelled(
-    server: _Server, sock: socket.socket, on_stopping: Callable[[], None] | None
+    server: QuietServer, sock: socket.socket, on_stopping: Callable[[], None] | None
 ) -> None:
     """Run uvicorn, and on cancellation let it shut down before re-raising."""
     task = asyncio.ensure_future(server.serve(sockets=[sock]))

@@ -331,7 +331,7 @@ class RunRegistry:
         return True
 
     async def finish_unclaimed(self, result: RunResult) -> bool:
-        """Store the final result of a run that no runner claimed, such as an invalid request.
+        """Store the final result of a run that no runner claimed, such as bad input.
 
         Returns False when a record exists already.
         """

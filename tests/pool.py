@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,10 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-import msgspec
-
 from bus.client import PoolClient
-from bus.settings import Settings
+from bus.settings import Settings, child_environ
 from runner.runner import Runner
 
 # Every wait in the tests ends after this long.
@@ -62,16 +59,6 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Return the environment that makes a `superpool` subprocess use `settings`."""
-    environ = dict(os.environ)
-    for name, value in msgspec.structs.asdict(settings).items():
-        if isinstance(value, tuple):
-            value = os.pathsep.join(value)
-        environ[f"SUPERPOOL_{name.upper()}"] = str(value)
-    return environ
-
-
 class RunnerProcess:
     """A `superpool runner` child process, for tests that kill or freeze runners."""
 
@@ -99,7 +86,7 @@ class RunnerProcess:
                     "--slots",
                     str(self.slots),
                 ],
-                env=settings_env(self.settings),
+                env=child_environ(self.settings),
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )

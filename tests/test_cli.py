@@ -18,7 +18,7 @@ from mcp import Client
 
 from bus.client import PoolClient
 from bus.settings import Settings
-from tests.pool import running_pool, settings_env, wait_until
+from tests.pool import child_environ, running_pool, wait_until
 
 SUPERPOOL = [sys.executable, "-m", "superpool.cli"]
 # `superpool up` prints its addresses within this long on a 2-core machine.
@@ -29,7 +29,7 @@ async def superpool(settings: Settings, *args: str) -> subprocess.CompletedProce
     return await asyncio.to_thread(
         subprocess.run,
         [*SUPERPOOL, *args],
-        env=settings_env(settings),
+        env=child_environ(settings),
         capture_output=True,
         text=True,
         timeout=60,
@@ -101,7 +101,7 @@ async def test_cli_result_of_finished_run(settings: Settings, nc: object) -> Non
 
 
 async def test_cli_reports_bad_setting(settings: Settings) -> None:
-    broken = settings_env(settings) | {"SUPERPOOL_SLOTS": "many"}
+    broken = child_environ(settings) | {"SUPERPOOL_SLOTS": "many"}
     done = await asyncio.to_thread(
         subprocess.run,
         [*SUPERPOOL, "status"],

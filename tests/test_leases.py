@@ -21,7 +21,7 @@ from bus.wire import RunRecord, RunResult, Status, decode_result, now
 from registry.registry import LeaseLostError, RunRegistry
 from runner.runner import Runner
 from tests.conftest import make_settings
-from tests.pool import running_pool, settings_env, wait_until
+from tests.pool import child_environ, running_pool, wait_until
 
 
 async def test_stale_owner_cannot_finish(settings: Settings, nc: nats.NATS) -> None:
@@ -151,7 +151,7 @@ async def test_exhausted_message_failed_by_advisory(
 async def test_frozen_runner_loses_lease(settings: Settings, nc: nats.NATS) -> None:
     """A runner frozen past its heartbeat TTL wakes up unable to answer or ack."""
     frozen_settings = settings.replace(ack_wait_s=2.0)
-    environ = settings_env(frozen_settings)
+    environ = child_environ(frozen_settings)
     log = Path(frozen_settings.work_root).parent / "frozen.log"
     with log.open("w") as log_file:
         frozen = subprocess.Popen(  # noqa: ASYNC220 - a child runner to freeze

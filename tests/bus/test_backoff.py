@@ -15,7 +15,7 @@ from bus.client import PoolClient
 from bus.errors import ConfigError
 from bus.settings import Settings
 from bus.wire import RunResult, Status
-from tests.pool import running_pool, settings_env, wait_until
+from tests.pool import child_environ, running_pool, wait_until
 
 # `superpool run` of an echo run, as a user would start it.
 SUPERPOOL_RUN = [sys.executable, "-m", "superpool.cli", "run", "hi", "--task", "t"]
@@ -290,7 +290,7 @@ async def test_cli_retry_waits(settings: Settings, nc: object) -> None:
         done = await asyncio.to_thread(
             subprocess.run,
             [*SUPERPOOL_RUN, "--retry", "--retry-deadline", "30"],
-            env=settings_env(settings),
+            env=child_environ(settings),
             capture_output=True,
             text=True,
             timeout=60,
