@@ -304,3 +304,25 @@ async def test_proxy_metrics_and_probes(settings: Settings, nc: nats.NATS) -> No
     assert code == 200
     assert 'superpool_admissions_total{outcome="admitted"} 1.0' in metrics
     assert 'superpool_submit_duration_seconds_count{outcome="admitted"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(("ack_wait_s", "warned"), [(2.0, True), (5.0, False)])
+async def test_short_ack_wait_warned_at_start(
+    settings: Settings,
+    nc: nats.NATS,
+    caplog: pytest.LogCaptureFixture,
+    ack_wait_s: float,
+    warned: bool,
+) -> None:
+    # heartbeat_ttl_s is 2 in the test settings.
+    async with Runner(settings.replace(ack_wait_s=ack_wait_s), runner_id="warn-1"):
+        pass
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if "is not above heartbeat_ttl_s" in record.getMessage()
+    ]
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert warnings[0].startswith("ack_wait_s (2) is not above heartbeat_ttl_s (2)")
+        assert warnings[0].endswith("raise SUPERPOOL_ACK_WAIT_S")
